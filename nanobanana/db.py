@@ -1,0 +1,209 @@
+"""The database: one SQLAlchemy engine, the schema, and Alembic migrations run at start-up.
+
+SQLite (a file in the data folder, WAL mode, a busy timeout, `BEGIN IMMEDIATE` so two writers queue
+instead of failing) is the default; `postgresql+psycopg://` URLs work the same. Every table is defined
+here so the schema reads in one place; the migrations in `nanobanana/migrations/` create it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from nanobanana.errors import NanobananaError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseError(NanobananaError):
+    """The database could not be opened or migrated."""
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, as a naive datetime (stored the same way on SQLite and PostgreSQL)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+metadata = sa.MetaData()
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("provider_user_id", sa.String(255), nullable=False),
+    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updates_opt_in", sa.Boolean, nullable=False, default=False),
+    sa.Column("balance", sa.Integer, nullable=False, default=0),
+    sa.UniqueConstraint("username", name="uq_accounts_username"),
+    sa.UniqueConstraint("provider", "provider_user_id", name="uq_accounts_provider_user"),
+    sa.CheckConstraint("balance >= 0", name="ck_accounts_balance_not_negative"),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("delta", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # grant | charge | refund | adjust
+    sa.Column("reason", sa.String(500), nullable=False, default=""),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("balance_after", sa.Integer, nullable=False),
+    # One charge and one refund per request: retries with the same request id cannot charge twice.
+    sa.UniqueConstraint("account_id", "request_id", "kind", name="uq_ledger_request_kind"),
+    sa.Index("ix_ledger_account", "account_id", "id"),
+)
+
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner_kind", sa.String(16), nullable=False),  # account | anonymous
+    sa.Column("owner_key", sa.String(64), nullable=False),  # account id, or a hash of the session id
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Index("ix_images_owner", "owner_kind", "owner_key", "created_at"),
+    sa.Index("ix_images_expires", "expires_at"),
+)
+
+generations = sa.Table(
+    "generations",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("outcome", sa.String(64), nullable=False),
+    sa.Column("images", sa.Integer, nullable=False),
+    sa.Column("charged", sa.Integer, nullable=False),
+    sa.Index("ix_generations_account", "account_id", "created_at"),
+)
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    # A random id, not a sequence: row order must not line up with anyone's ledger.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("hour", sa.DateTime, nullable=False),
+    sa.Column("mode", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("aspect_ratio", sa.String(16), nullable=False),
+    sa.Column("steps", sa.Integer, nullable=True),
+    sa.Column("num_images", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(64), nullable=False),
+    sa.Column("timings", sa.JSON, nullable=False),
+    sa.Column("total_seconds", sa.Float, nullable=False),
+    sa.Column("generation_seconds", sa.Float, nullable=True),
+    sa.Index("ix_usage_hour", "hour"),
+)
+
+announcements = sa.Table(
+    "announcements",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("emailed", sa.Integer, nullable=False, default=0),
+)
+
+
+def _sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'nanobanana.db'}"
+
+
+def create_engine(database_url: str | None, data_dir: Path) -> Engine:
+    """An engine for `database_url` (default: the SQLite file in the data folder)."""
+    url = database_url or _sqlite_url(data_dir)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            pool_size=8,
+            max_overflow=8,
+            pool_timeout=120,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record) -> None:
+            # Let SQLAlchemy, not the driver, decide when a transaction begins (see _on_begin).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Take the write lock up front: a deferred transaction that reads and then writes can fail
+            # with "database is locked" instead of waiting its turn.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_timeout=120, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (creates every table on a new database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+    except Exception as exc:
+        raise DatabaseError(f"Could not prepare the database at {engine.url!r}: {exc}") from exc
+
+
+class Database:
+    """The engine plus the one way to run a unit of work: `with db.transaction() as conn: ...`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, database_url: str | None, data_dir: Path) -> Database:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(database_url, data_dir)
+        upgrade(engine)
+        return cls(engine)
+
+    @contextlib.contextmanager
+    def transaction(self, conn: Connection | None = None) -> Iterator[Connection]:
+        """A new transaction, or (given `conn`) the caller's, so services can join one unit of work."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.begin() as new:
+            yield new
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def dispose(self) -> None:
+        self.engine.dispose()

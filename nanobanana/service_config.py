@@ -1,0 +1,102 @@
+"""The service's configuration (`configs/service.yaml`), validated once; every limit the policy page states.
+
+`NANOBANANA_DATA_DIR` and `NANOBANANA_DATABASE_URL` are aliases for `data_dir` and `database_url`; any
+other value is overridden as `NANOBANANA_SERVICE__<KEY>[__<SUBKEY>]`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from nanobanana.config import load_section
+
+ALIASES = {"NANOBANANA_DATA_DIR": "data_dir", "NANOBANANA_DATABASE_URL": "database_url"}
+
+
+class CreditsConfig(BaseModel):
+    signup_grant: int = Field(50, ge=0)
+    per_image: float = Field(1, gt=0)
+    reference_pixels: int = Field(1024 * 1024, ge=1)
+    reference_steps: int = Field(8, ge=1)
+    scale_with_pixels: bool = True
+    scale_with_steps: bool = True
+    minimum_per_image: int = Field(1, ge=0)
+
+
+class AllowanceConfig(BaseModel):
+    anonymous_images_per_day: int = Field(5, ge=0)
+
+
+class StorageConfig(BaseModel):
+    anonymous_expiry_hours: float = Field(1, gt=0)
+    account_expiry_hours: float = Field(168, gt=0)
+    anonymous_max_images: int = Field(20, ge=1)
+    anonymous_max_bytes: int = Field(50_000_000, ge=1)
+    account_max_images: int = Field(200, ge=1)
+    account_max_bytes: int = Field(500_000_000, ge=1)
+    sweep_interval_seconds: float = Field(300, ge=0)
+    export_expiry_minutes: float = Field(60, gt=0)
+
+
+class PrivacyConfig(BaseModel):
+    operator_name: str = "the operator of this Nanobanana instance"
+    contact: str = "privacy@example.org"
+    history_retention_days: float = Field(90, gt=0)
+    third_parties: list[str] = Field(default_factory=list)
+
+
+class SafetyConfig(BaseModel):
+    prompt_filter: bool = True
+    image_filter: bool = True
+
+
+class SmtpConfig(BaseModel):
+    host: str | None = None
+    port: int = 587
+    username: str | None = None
+    password: str | None = None
+    from_address: str | None = None
+    starttls: bool = True
+    timeout_seconds: float = 10
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host and self.from_address)
+
+
+class ServiceConfig(BaseModel):
+    data_dir: Path | None = None
+    database_url: str | None = None
+    credits: CreditsConfig = Field(default_factory=CreditsConfig)
+    allowance: AllowanceConfig = Field(default_factory=AllowanceConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """`/data/nanobanana` on a Space with persistent storage, else `./data` in the working directory."""
+    if environ.get("SYSTEM") == "spaces" and Path("/data").is_dir():
+        return Path("/data/nanobanana")
+    return Path.cwd() / "data"
+
+
+def load_service_config(
+    environ: Mapping[str, str] | None = None, directory: Path | None = None
+) -> ServiceConfig:
+    """Read `configs/service.yaml` with environment overrides; `data_dir` is always resolved."""
+    environ = os.environ if environ is None else environ
+    config = load_section("service", ServiceConfig, aliases=ALIASES, environ=environ, directory=directory)
+    data_dir = (config.data_dir or default_data_dir(environ)).expanduser().resolve()
+    return config.model_copy(update={"data_dir": data_dir})
+
+
+def analytics_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Gradio's own analytics: off unless the operator sets GRADIO_ANALYTICS_ENABLED to a true value."""
+    environ = os.environ if environ is None else environ
+    return environ.get("GRADIO_ANALYTICS_ENABLED", "False").strip().lower() in {"1", "true", "yes", "on"}

@@ -108,14 +108,12 @@ def _hours(h: float) -> str:
     return f"{h:g} hour{'s' if h != 1 else ''}"
 
 
-def policy_markdown(config: ServiceConfig, *, environ=None, image_filter: bool | None = None,
-                    prompt_filter: bool | None = None) -> str:
+def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool = True,
+                    image_filter: bool = True) -> str:
     """The privacy policy, rendered from the configuration the service enforces."""
     credits, allowance, storage, privacy, smtp = (
         config.credits, config.allowance, config.storage, config.privacy, config.smtp,
     )
-    prompt_filter = config.safety.prompt_filter if prompt_filter is None else prompt_filter
-    image_filter = config.safety.image_filter if image_filter is None else image_filter
     analytics = analytics_enabled(environ)
     third = list(privacy.third_parties)
     if analytics:

@@ -1,32 +1,22 @@
-"""How the request path uses the safety filters: the configured checker, switched only by configuration.
+"""How the request path uses the safety filters.
 
-The default filter is `nanobanana.safety.SafetyChecker`. Any object with `check_prompt(text)` and
-`check_image(pil)` returning a verdict (something with `.allowed`, and ideally `.category`/`.reason`)
-works, which keeps tests fast. A filter that is configured on but cannot be loaded stops start-up:
-the filters are never silently off.
+The default filter is `nanobanana.safety.SafetyChecker` (switched on and off only in
+`configs/safety.yaml`, and then it says so in every verdict and on the policy page). Any object with
+`check_prompt(text)` and `check_image(pil)` returning a verdict (something with `.allowed`, ideally
+`.category`, `.score` and `.reason`) works too, which keeps tests fast and deterministic.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from PIL import Image
 
-from nanobanana.errors import ConfigError, NanobananaError
-from nanobanana.service_config import SafetyConfig
+from nanobanana.safety import ImageBlocked, PromptBlocked, Verdict
 
-try:  # the safety module's own exceptions, so callers can catch one class wherever it was raised
-    from nanobanana.safety import ImageBlocked, PromptBlocked
-except ImportError:  # pragma: no cover - only until nanobanana.safety exists
-
-    class PromptBlocked(NanobananaError):  # type: ignore[no-redef]
-        """The prompt was refused by the safety filter."""
-
-    class ImageBlocked(NanobananaError):  # type: ignore[no-redef]
-        """Every generated image was withheld by the safety filter."""
+__all__ = ["ImageBlocked", "PromptBlocked", "SafetyFilter", "SafetyGate"]
 
 
 class SafetyFilter(Protocol):
@@ -35,88 +25,75 @@ class SafetyFilter(Protocol):
     def check_image(self, image: Image.Image) -> Any: ...
 
 
-def _blocked(cls: type[Exception], message: str) -> Exception:
-    try:
-        return cls(message)
-    except TypeError:  # pragma: no cover - a differently shaped constructor
-        error = cls.__new__(cls)
-        Exception.__init__(error, message)
-        return error
+def _verdict(raw: Any) -> Verdict:
+    if isinstance(raw, Verdict):
+        return raw
+    if getattr(raw, "allowed", True):
+        return Verdict.allow(float(getattr(raw, "score", 0.0) or 0.0))
+    return Verdict.block(
+        getattr(raw, "category", None) or "other",
+        float(getattr(raw, "score", 1.0) or 1.0),
+        getattr(raw, "reason", None) or "This was blocked by the safety filter.",
+    )
 
 
-def default_checker_factory() -> Callable[[], SafetyFilter]:
-    """A factory for `nanobanana.safety.SafetyChecker` (loaded on first use), or a `ConfigError`."""
-    if importlib.util.find_spec("nanobanana.safety") is None:
-        raise ConfigError(
-            "The safety filters are on (configs/service.yaml: safety) but nanobanana.safety is not "
-            "installed. Install it, pass a filter to build_studio(safety=...), or turn the filters off "
-            "explicitly (the policy page will say so)."
-        )
+def _default_checker() -> SafetyFilter:
+    from nanobanana.safety import SafetyChecker
 
-    def make() -> SafetyFilter:
-        from nanobanana.safety import SafetyChecker
-
-        return SafetyChecker()
-
-    return make
+    return SafetyChecker()
 
 
 class SafetyGate:
-    """The prompt and image checks of one studio, honouring `safety.prompt_filter` / `image_filter`."""
+    """The prompt and image checks of one studio. The checker is built on first use (it loads models)."""
 
-    def __init__(
-        self, config: SafetyConfig, checker: SafetyFilter | Callable[[], SafetyFilter] | None
-    ) -> None:
-        self.config = config
-        self._checker = checker
+    def __init__(self, checker: SafetyFilter | Callable[[], SafetyFilter] | None = None) -> None:
+        self._checker = checker if checker is not None else _default_checker
         self._lock = threading.Lock()
-        if (config.prompt_filter or config.image_filter) and checker is None:
-            self._checker = default_checker_factory()
 
     @property
     def checker(self) -> SafetyFilter:
-        if callable(self._checker) and not hasattr(self._checker, "check_prompt"):
+        if not hasattr(self._checker, "check_prompt"):
             with self._lock:
-                if callable(self._checker) and not hasattr(self._checker, "check_prompt"):
-                    self._checker = self._checker()
+                if not hasattr(self._checker, "check_prompt"):
+                    self._checker = self._checker()  # type: ignore[operator]
         return self._checker  # type: ignore[return-value]
+
+    def _enabled(self, name: str) -> bool:
+        # A SafetyChecker with a filter switched off in configs/safety.yaml has that attribute set to None.
+        return getattr(self.checker, name, True) is not None
 
     @property
     def prompt_filter(self) -> bool:
-        return self.config.prompt_filter
+        return self._enabled("prompt_filter")
 
     @property
     def image_filter(self) -> bool:
-        return self.config.image_filter
+        return self._enabled("image_filter")
 
-    def check_prompt(self, *texts: str) -> None:
-        """Raise `PromptBlocked` if any text is refused."""
-        if not self.prompt_filter:
-            return
-        for text in texts:
-            if not text:
-                continue
-            verdict = self.checker.check_prompt(text)
-            if not getattr(verdict, "allowed", True):
-                reason = getattr(verdict, "reason", None) or getattr(verdict, "category", None)
-                raise _blocked(
-                    PromptBlocked,
-                    "This prompt was refused by the safety filter"
-                    + (f" ({reason})" if reason else "")
-                    + ". Nothing was charged; rephrase it and try again.",
-                )
+    def check_prompt(self, prompt: str) -> None:
+        """Raise `PromptBlocked` if the prompt (or edit instruction) is refused. Negative prompts list what
+        the user does not want, so they are not checked."""
+        verdict = _verdict(self.checker.check_prompt(prompt))
+        if not verdict.allowed:
+            raise PromptBlocked(verdict)
 
-    def blocked_images(self, pictures: Sequence[Image.Image]) -> list[int]:
-        """Indices of images the filter withholds."""
-        if not self.image_filter:
-            return []
-        return [i for i, picture in enumerate(pictures)
-                if not getattr(self.checker.check_image(picture), "allowed", True)]
+    def check_uploads(self, pictures: Sequence[Image.Image]) -> None:
+        """Raise `ImageBlocked` if an uploaded image is refused (before any compute is spent on it)."""
+        for picture in pictures:
+            verdict = _verdict(self.checker.check_image(picture))
+            if not verdict.allowed:
+                raise ImageBlocked(verdict)
+
+    def blocked_images(self, pictures: Sequence[Image.Image]) -> list[Verdict]:
+        """One verdict per generated image."""
+        return [_verdict(self.checker.check_image(picture)) for picture in pictures]
 
 
-def all_blocked_error(count: int) -> Exception:
-    return _blocked(
-        ImageBlocked,
-        f"The safety filter withheld {'the image' if count == 1 else f'all {count} images'}; "
-        "nothing was charged. Try a different prompt.",
-    )
+def all_blocked_error(verdicts: Sequence[Verdict]) -> ImageBlocked:
+    first = next(v for v in verdicts if not v.allowed)
+    n = len(verdicts)
+    what = "The image was withheld" if n == 1 else f"All {n} images were withheld"
+    return ImageBlocked(Verdict.block(
+        first.category or "other", first.score,
+        f"{what} by the safety filter ({first.reason}) Nothing was charged; try a different prompt.",
+    ))

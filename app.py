@@ -1,0 +1,27 @@
+"""Nanobanana as a Hugging Face Space (or locally): `python app.py`, then open http://127.0.0.1:7860.
+
+Configuration: configs/ui.yaml (the app), configs/service.yaml (credits, storage, privacy) and
+configs/app.yaml (the model), each overridable from the environment (see README).
+"""
+
+import logging
+import os
+
+# Before gradio is imported: no analytics calls unless the operator turns them on.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from nanobanana.studio import build_studio
+from nanobanana.ui import create_app, serve
+from nanobanana.ui_config import load_ui_config
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_ui_config()
+    studio = build_studio()
+    studio.generator.load()  # load the model at start-up, not on the first click
+    serve(create_app(studio, config), config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,544 @@
+"""The Gradio app: Create, Edit, History, Account, Stats and Privacy on top of `nanobanana.studio.Studio`.
+
+    app = create_app(build_studio())        # a FastAPI app: Gradio at /, /metrics, /privacy, sign-in routes
+    serve(app, load_ui_config())            # uvicorn, as `python app.py` does
+
+Handlers only translate between widgets and the service: they work out who is asking, call one `Studio`
+method and turn its result or its `NanobananaError` into what the page shows. They never touch the model,
+the database or file paths themselves.
+"""
+
+import logging
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.middleware.sessions import SessionMiddleware
+
+from nanobanana import auth
+from nanobanana.errors import NanobananaError
+from nanobanana.generation import GenerationRequest, Mode, load_image
+from nanobanana.identity import Identity
+from nanobanana.studio import Studio
+from nanobanana.ui_config import UIConfig, load_ui_config
+from nanobanana.ui_web import VisitorCookie, mcp_available, render_policy_page, safe_target, visitor_id
+
+log = logging.getLogger(__name__)
+
+GENERIC_ERROR = "Something went wrong on our side; nothing was charged. Please try again in a moment."
+QUOTE_PROMPT = "quote"  # check_request wants a prompt; the cost does not depend on it
+
+
+def user_error(exc: BaseException) -> gr.Error:
+    """A readable message for any failure: ours as written, anything else generic (and logged)."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, NanobananaError):
+        return gr.Error(str(exc))
+    log.exception("unexpected error in a UI handler", exc_info=exc)
+    return gr.Error(GENERIC_ERROR)
+
+
+def _ago(when: datetime) -> str:
+    now = datetime.now(UTC).replace(tzinfo=None) if when.tzinfo is None else datetime.now(UTC)
+    seconds = int((when - now).total_seconds())
+    if seconds <= 0:
+        return "expiring now"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+class StudioUI:
+    """The page and its handlers for one studio."""
+
+    def __init__(self, studio: Studio, config: UIConfig, environ: Mapping[str, str] | None = None) -> None:
+        self.studio = studio
+        self.config = config
+        self.environ = os.environ if environ is None else environ
+        self.generator = studio.generator
+        self.limits = studio.generator.config.limits
+        self.model = studio.generator.config.model
+
+    # -- who is asking ------------------------------------------------------------------------------
+    def identity(self, profile: gr.OAuthProfile | None, request: gr.Request | None) -> Identity:
+        if profile is not None:
+            return self.studio.sign_in(auth.profile_data(profile)).identity
+        session = visitor_id(request)
+        if not session:
+            raise gr.Error("Your browser session could not be identified; reload the page.")
+        client = getattr(request, "client", None)
+        return Identity.anonymous(session, getattr(client, "host", None))
+
+    def header(self, identity: Identity) -> str:
+        summary = self.studio.account_summary(identity)
+        if summary is not None:
+            return f"Signed in as **{summary.username}** · balance **{summary.balance}** credits"
+        left = self.studio.allowance_left(identity)
+        per_day = self.studio.config.allowance.anonymous_images_per_day
+        return (f"Not signed in · **{left} of {per_day}** free images left today · "
+                "sign in for credits and a 7-day history")
+
+    # -- create -------------------------------------------------------------------------------------
+    def _request(self, prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler,
+                 mode=Mode.TEXT_TO_IMAGE, images=None, strength=None) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=prompt or "",
+            mode=mode,
+            negative_prompt=negative or "",
+            aspect_ratio=ratio or "1:1",
+            num_images=int(num_images or 1),
+            steps=int(steps) if steps else None,
+            guidance=float(guidance) if guidance is not None else None,
+            seed=None if randomize or seed is None else int(seed),
+            scheduler=scheduler or None,
+            strength=0.6 if strength is None else float(strength),
+            images=images or [],
+        )
+
+    def quote(self, ratio, num_images, steps, profile: gr.OAuthProfile | None, request: gr.Request):
+        """The Generate button's label (with the cost) and a note; disabled when it cannot be afforded."""
+        try:
+            identity = self.identity(profile, request)
+            q = self.studio.quote(
+                self._request(QUOTE_PROMPT, ratio, num_images, "", steps, None, None, True, None), identity
+            )
+        except Exception as exc:
+            raise user_error(exc) from None
+        if identity.is_account:
+            label = f"Generate · {q.cost} credit{'s' if q.cost != 1 else ''}"
+        else:
+            plural = "s" if q.allowance_left != 1 else ""
+            label = f"Generate · {q.cost} of {q.allowance_left} free image{plural}"
+        note = q.message if q.affordable else f"⚠️ {q.message}"
+        return gr.update(value=label, interactive=q.affordable), note, self.header(identity)
+
+    def generate(self, prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler,
+                 profile: gr.OAuthProfile | None, request: gr.Request, progress=gr.Progress()):
+        """Text to image. Returns the gallery, the seeds used, the seed box and the header."""
+        try:
+            identity = self.identity(profile, request)
+            req = self._request(prompt, ratio, num_images, negative, steps, guidance, seed, randomize,
+                                scheduler)
+            progress(0, desc="Starting")
+            result = self.studio.generate(
+                req, identity, on_step=lambda step, total: progress((step, total), desc="Denoising")
+            )
+            gallery = self._gallery(identity, result.images)
+        except Exception as exc:
+            raise user_error(exc) from None
+        for message in result.messages:
+            gr.Warning(message)
+        seeds = ", ".join(f"`{image.seed}`" for image in result.images)
+        took = result.timings.get("total", 0.0)
+        info = (f"Seeds: {seeds} · {took:.1f} s. To reproduce an image, untick *randomize* under "
+                f"Advanced and enter its seed.")
+        first = result.images[0].seed if result.images else seed
+        return gallery, info, first, self.header(identity)
+
+    def _gallery(self, identity: Identity, images) -> list[tuple[str, str]]:
+        return [(str(self.studio.image_path(identity, image.id)), f"seed {image.seed}") for image in images]
+
+    # -- edit ---------------------------------------------------------------------------------------
+    def edit(self, files, instruction, strength, steps, seed, randomize,
+             profile: gr.OAuthProfile | None, request: gr.Request, progress=gr.Progress()):
+        """Edit uploaded images. Returns the input previews, the result gallery, a note and the header."""
+        try:
+            identity = self.identity(profile, request)
+            paths = [getattr(f, "name", f) for f in (files or [])]
+            if not paths:
+                raise gr.Error("Upload at least one image to edit.")
+            # Decoded in memory under the configured limits; the uploads are not copied anywhere.
+            pictures = [load_image(Path(p), self.limits) for p in paths]
+            req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
+                                mode=Mode.EDIT, images=pictures, strength=strength)
+            progress(0, desc="Starting")
+            result = self.studio.generate(
+                req, identity, on_step=lambda step, total: progress((step, total), desc="Denoising")
+            )
+            gallery = self._gallery(identity, result.images)
+        except Exception as exc:
+            raise user_error(exc) from None
+        for message in result.messages:
+            gr.Warning(message)
+        settings = result.generation.settings
+        note = (f"Ran as **{settings.mode.value}** ({settings.pipeline}), strength {settings.strength}, "
+                f"seed `{result.generation.seeds[0]}`.")
+        if result.messages:
+            note += " " + " ".join(result.messages)
+        return paths, gallery, note, self.header(identity)
+
+    # -- history ------------------------------------------------------------------------------------
+    def history(self, profile: gr.OAuthProfile | None, request: gr.Request):
+        """My stored images: gallery, table and the choices for download/delete."""
+        try:
+            identity = self.identity(profile, request)
+            images = self.studio.list_images(identity)
+            gallery = self._gallery(identity, images)
+        except Exception as exc:
+            raise user_error(exc) from None
+        rows = [
+            {
+                "prompt": i.prompt,
+                "size": f"{i.width}×{i.height}",
+                "steps": i.settings.get("steps"),
+                "guidance": i.settings.get("guidance"),
+                "seed": i.seed,
+                "created (UTC)": i.created_at.strftime("%Y-%m-%d %H:%M"),
+                "expires in": _ago(i.expires_at),
+                "id": i.id,
+            }
+            for i in images
+        ]
+        table = pd.DataFrame(rows, columns=["prompt", "size", "steps", "guidance", "seed", "created (UTC)",
+                                            "expires in", "id"])
+        choices = [(f"{i.prompt[:40]} · seed {i.seed} · {i.created_at:%H:%M:%S}", i.id) for i in images]
+        storage = self.studio.config.storage
+        note = (f"{len(images)} image(s). Results are kept {storage.anonymous_expiry_hours:g} h without an "
+                f"account and {storage.account_expiry_hours / 24:g} days with one, then deleted.")
+        return gallery, table, gr.update(choices=choices, value=choices[0][1] if choices else None), note
+
+    def download_image(self, image_id, profile: gr.OAuthProfile | None, request: gr.Request):
+        try:
+            if not image_id:
+                raise gr.Error("Choose an image first.")
+            return str(self.studio.image_path(self.identity(profile, request), image_id))
+        except Exception as exc:
+            raise user_error(exc) from None
+
+    def download_all(self, profile: gr.OAuthProfile | None, request: gr.Request):
+        try:
+            identity = self.identity(profile, request)
+            if not self.studio.list_images(identity):
+                raise gr.Error("You have no stored images to download.")
+            return str(self.studio.images_zip(identity))
+        except Exception as exc:
+            raise user_error(exc) from None
+
+    def delete_image(self, image_id, profile: gr.OAuthProfile | None, request: gr.Request):
+        try:
+            if not image_id:
+                raise gr.Error("Choose an image first.")
+            self.studio.delete_image(self.identity(profile, request), image_id)
+        except Exception as exc:
+            raise user_error(exc) from None
+        gr.Info("Image deleted.")
+        return self.history(profile, request)
+
+    # -- account ------------------------------------------------------------------------------------
+    def account(self, profile: gr.OAuthProfile | None, request: gr.Request):
+        """Summary, ledger table, opt-in, announcements; and which of the two panels is visible."""
+        try:
+            identity = self.identity(profile, request)
+            summary = self.studio.account_summary(identity)
+            if summary is None:
+                return ("Sign in to get credits, keep results for a week and see your account here.",
+                        pd.DataFrame(), False, "", gr.update(visible=False))
+            ledger = self.studio.ledger(identity)
+            notes = self.studio.announcements(identity)
+        except Exception as exc:
+            raise user_error(exc) from None
+        text = (f"**{summary.username}** · balance **{summary.balance}** credits · member since "
+                f"{summary.created_at:%Y-%m-%d}" + (f" · {summary.email}" if summary.email else ""))
+        table = pd.DataFrame(
+            [{"time (UTC)": e.created_at.strftime("%Y-%m-%d %H:%M:%S"), "change": e.delta,
+              "balance": e.balance_after, "what": e.reason} for e in ledger],
+            columns=["time (UTC)", "change", "balance", "what"],
+        )
+        news = "\n\n".join(f"**{a.created_at:%Y-%m-%d}** — {a.text}" for a in notes) or (
+            "No announcements." if summary.opt_in else "Opt in above to see service updates here."
+        )
+        return text, table, summary.opt_in, news, gr.update(visible=True)
+
+    def set_opt_in(self, opt_in, profile: gr.OAuthProfile | None, request: gr.Request):
+        try:
+            identity = self.identity(profile, request)
+            if identity.is_account:
+                self.studio.set_updates_opt_in(identity, bool(opt_in))
+        except Exception as exc:
+            raise user_error(exc) from None
+        return self.account(profile, request)[3]
+
+    def export(self, profile: gr.OAuthProfile | None, request: gr.Request):
+        try:
+            return str(self.studio.export(self.identity(profile, request)))
+        except Exception as exc:
+            raise user_error(exc) from None
+
+    def delete_account(self, confirm_text, profile: gr.OAuthProfile | None, request: gr.Request):
+        try:
+            if (confirm_text or "").strip().upper() != "DELETE":
+                raise gr.Error('Type DELETE in the box to confirm.')
+            identity = self.identity(profile, request)
+            if not identity.is_account:
+                raise gr.Error("Sign in first: there is no account to delete.")
+            self.studio.delete_account(identity)
+        except Exception as exc:
+            raise user_error(exc) from None
+        return "Your account and everything stored about it were deleted. Signing you out…"
+
+    # -- stats --------------------------------------------------------------------------------------
+    def stats(self):
+        try:
+            s = self.studio.stats()
+        except Exception as exc:
+            raise user_error(exc) from None
+        if not s.requests:
+            empty = pd.DataFrame({"day": [], "images": []})
+            return ("No requests yet.", empty, pd.DataFrame({"day": [], "seconds": [], "measure": []}),
+                    pd.DataFrame({"cause": [], "requests": []}), pd.DataFrame())
+        day = s.by_day.copy()
+        day["day"] = day["day"].astype(str)
+        total_images = int(day["images"].sum())
+        errors = s.by_outcome[s.by_outcome["outcome"] != "ok"]
+        error_rate = float(errors["requests"].sum()) / s.requests
+        gen = day[["day", "p50_generation_s", "p95_generation_s"]].melt(
+            "day", var_name="measure", value_name="seconds").dropna()
+        gen["measure"] = gen["measure"].map({"p50_generation_s": "p50", "p95_generation_s": "p95"})
+        causes = (s.by_outcome.groupby("outcome")["requests"].sum().reset_index()
+                  .rename(columns={"outcome": "cause"}).sort_values("requests", ascending=False))
+        popular = (s.by_setting.sort_values("requests", ascending=False)
+                   [["mode", "aspect_ratio", "steps", "requests", "images", "error_rate"]].head(10))
+        last = day.iloc[-1]
+        numbers = (
+            f"**{s.requests}** requests · **{total_images}** images · error rate **{error_rate:.0%}** · "
+            f"today p50 **{(last['p50_generation_s'] or 0):.2f} s**, p95 "
+            f"**{(last['p95_generation_s'] or 0):.2f} s** generation time. Anonymous aggregates only."
+        )
+        return numbers, day[["day", "images"]], gen, causes, popular
+
+    # -- layout -------------------------------------------------------------------------------------
+    def build(self) -> gr.Blocks:
+        config, model = self.config, self.model
+        sizes = self.generator.sizes()
+        ratio_choices = [(s.label, s.ratio) for s in sizes]
+        schedulers = [("Model default", "")] + [(name, name) for name in self.generator.schedulers()]
+        defaults = model.defaults
+        providers = auth.enabled_providers(config)
+
+        with gr.Blocks(title=config.title) as demo:
+            with gr.Row(equal_height=True):
+                with gr.Column(scale=3):
+                    gr.Markdown(f"# 🍌 {config.title}\n{config.tagline}")
+                    header = gr.Markdown(elem_id="nb-header")
+                with gr.Column(scale=1, min_width=220):
+                    if auth.hf_login_available(config, self.environ):
+                        gr.LoginButton(size="md")
+                    for name in providers:
+                        gr.Button(f"Sign in with {name.capitalize()}", link=f"/login/{name}", size="md",
+                                  variant="secondary")
+
+            with gr.Tabs():
+                with gr.Tab("Create", id="create"):
+                    with gr.Row():
+                        prompt = gr.Textbox(label="Prompt", placeholder="Describe the image; press Enter",
+                                            lines=1, max_lines=4, scale=4, elem_id="nb-prompt",
+                                            max_length=self.limits.max_prompt_chars)
+                        run = gr.Button("Generate", variant="primary", scale=1, elem_id="nb-generate")
+                    cost_note = gr.Markdown(elem_id="nb-cost")
+                    with gr.Row():
+                        ratio = gr.Dropdown(ratio_choices, value=defaults.aspect_ratio, label="Aspect ratio")
+                        num_images = gr.Slider(1, self.limits.max_images, value=1, step=1,
+                                               label="Number of images")
+                    with gr.Accordion("Advanced", open=False):
+                        negative = gr.Textbox(label="Negative prompt", placeholder="What to avoid",
+                                              visible=model.supports_negative_prompt)
+                        with gr.Row():
+                            steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,
+                                              label="Steps")
+                            guidance = gr.Slider(0.0, 20.0, value=defaults.guidance, step=0.5,
+                                                 label="Guidance", visible=model.supports_guidance)
+                        with gr.Row():
+                            seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
+                            randomize = gr.Checkbox(True, label="Randomize seed")
+                            scheduler = gr.Dropdown(schedulers, value="", label="Scheduler")
+                    gallery = gr.Gallery(label="Results", columns=2, height="auto", elem_id="nb-gallery",
+                                         buttons=["download", "fullscreen"], format="png")
+                    seeds = gr.Markdown(elem_id="nb-seeds")
+                    gr.Examples(config.examples, inputs=[prompt], label="Examples")
+
+                with gr.Tab("Edit", id="edit"):
+                    gr.Markdown("Upload one or more images and say what to change. Uploads are read in "
+                                "memory and not kept.")
+                    with gr.Row():
+                        with gr.Column():
+                            uploads = gr.File(file_count="multiple", file_types=["image"],
+                                              label="Images to edit")
+                            instruction = gr.Textbox(label="Instruction or prompt",
+                                                     placeholder="e.g. make the background blue")
+                            strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05,
+                                                 label="Strength (how much may change)")
+                            with gr.Accordion("Advanced", open=False):
+                                edit_steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,
+                                                       label="Steps")
+                                edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                                edit_randomize = gr.Checkbox(True, label="Randomize seed")
+                            edit_run = gr.Button("Edit", variant="primary")
+                        inputs_view = gr.Gallery(label="Input", columns=2, height="auto", interactive=False)
+                        edit_result = gr.Gallery(label="Result", columns=2, height="auto",
+                                                 buttons=["download", "fullscreen"])
+                    edit_note = gr.Markdown()
+
+                with gr.Tab("History", id="history") as history_tab:
+                    history_note = gr.Markdown()
+                    history_gallery = gr.Gallery(label="My images", columns=4, height="auto",
+                                                 allow_preview=True, elem_id="nb-history")
+                    history_table = gr.Dataframe(label="Details", interactive=False, wrap=True)
+                    with gr.Row():
+                        chosen = gr.Dropdown([], label="Image", scale=3, elem_id="nb-history-choice")
+                        download_one = gr.Button("Download image", scale=1)
+                        delete_one = gr.Button("Delete image", variant="stop", scale=1)
+                    with gr.Row():
+                        download_zip = gr.Button("Download all (zip)")
+                        refresh_history = gr.Button("Refresh")
+                    history_file = gr.File(label="Your download", interactive=False,
+                                           elem_id="nb-history-file")
+
+                with gr.Tab("Account", id="account") as account_tab:
+                    account_text = gr.Markdown(elem_id="nb-account")
+                    with gr.Column(visible=False) as account_panel:
+                        ledger = gr.Dataframe(label="Credit history", interactive=False)
+                        opt_in = gr.Checkbox(label="Send me service updates (shown here; e-mailed if the "
+                                                   "operator set up e-mail)")
+                        news = gr.Markdown()
+                        with gr.Row():
+                            export_button = gr.Button("Download my data")
+                            delete_button = gr.Button("Delete my account", variant="stop")
+                        export_file = gr.File(label="Your data", interactive=False,
+                                              elem_id="nb-export-file")
+                        with gr.Group(visible=False) as confirm_group:
+                            gr.Markdown("**This deletes your account, credits, images and history** "
+                                        "for good. Type DELETE and confirm.")
+                            confirm_text = gr.Textbox(label="Type DELETE", elem_id="nb-confirm-text")
+                            with gr.Row():
+                                confirm_delete = gr.Button("Yes, delete everything", variant="stop")
+                                cancel_delete = gr.Button("Cancel")
+                        deleted_note = gr.Markdown()
+
+                with gr.Tab("Stats", id="stats") as stats_tab:
+                    stats_numbers = gr.Markdown()
+                    with gr.Row():
+                        per_day = gr.BarPlot(x="day", y="images", title="Images per day", height=260)
+                        timing = gr.LinePlot(x="day", y="seconds", color="measure",
+                                             title="Generation time p50 / p95 (s)", height=260)
+                    with gr.Row():
+                        causes = gr.BarPlot(x="cause", y="requests", title="Outcomes by cause", height=260)
+                        popular = gr.Dataframe(label="Popular settings", interactive=False)
+                    refresh_stats = gr.Button("Refresh")
+
+                with gr.Tab("Privacy", id="privacy"):
+                    gr.Markdown(self.studio.policy_markdown())
+
+            gr.Markdown(f"[Privacy policy](/privacy) · [Metrics](/metrics) · "
+                        f"model `{self.generator.model_id}`", elem_id="nb-footer")
+
+            # -- wiring ---------------------------------------------------------------------------
+            create_inputs = [prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler]
+            quote_outputs = [run, cost_note, header]
+            gr.on([demo.load, ratio.change, num_images.change, steps.change], self.quote,
+                  [ratio, num_images, steps], quote_outputs, api_name="quote", queue=False,
+                  show_progress="hidden")
+            gr.on([run.click, prompt.submit], self.generate, create_inputs, [gallery, seeds, seed, header],
+                  api_name="generate", concurrency_id="model").then(
+                self.quote, [ratio, num_images, steps], quote_outputs, api_visibility="private",
+                show_progress="hidden")
+            edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
+                           [inputs_view, edit_result, edit_note, header], api_name="edit",
+                           concurrency_id="model")
+
+            history_outputs = [history_gallery, history_table, chosen, history_note]
+            gr.on([history_tab.select, refresh_history.click], self.history, None, history_outputs,
+                  api_name="history")
+            download_one.click(self.download_image, chosen, history_file, api_name="download_image")
+            download_zip.click(self.download_all, None, history_file, api_name="download_all")
+            delete_one.click(self.delete_image, chosen, history_outputs, api_name="delete_image")
+
+            account_outputs = [account_text, ledger, opt_in, news, account_panel]
+            account_tab.select(self.account, None, account_outputs, api_name="account")
+            opt_in.input(self.set_opt_in, opt_in, news, api_name="set_updates_opt_in")
+            export_button.click(self.export, None, export_file, api_name="export")
+            delete_button.click(lambda: gr.update(visible=True), None, confirm_group,
+                                api_visibility="private")
+            cancel_delete.click(lambda: (gr.update(visible=False), ""), None, [confirm_group, confirm_text],
+                                api_visibility="private")
+            confirm_delete.click(
+                self.delete_account, confirm_text, deleted_note, api_name="delete_account"
+            ).success(None, js="() => { setTimeout(() => window.location.assign('/logout'), 1500); }")
+
+            stats_outputs = [stats_numbers, per_day, timing, causes, popular]
+            gr.on([stats_tab.select, refresh_stats.click], self.stats, None, stats_outputs, api_name="stats")
+        return demo
+
+
+# -- the web app --------------------------------------------------------------------------------------
+def create_app(studio: Studio, config: UIConfig | None = None,
+               environ: Mapping[str, str] | None = None) -> FastAPI:
+    """Gradio at `/`, plus `/metrics`, `/privacy`, `/logout` and the Google/GitHub sign-in routes."""
+    environ = os.environ if environ is None else environ
+    config = config or load_ui_config(environ)
+    secret = auth.session_secret(config, environ)
+    auth.install_gradio_session(secret, config.dev_login, environ)
+    ui = StudioUI(studio, config, environ)
+    demo = ui.build()
+    demo.queue(default_concurrency_limit=config.queue.concurrency_limit, max_size=config.queue.max_size)
+
+    app = FastAPI(title=config.title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(VisitorCookie)
+    app.add_middleware(SessionMiddleware, secret_key=auth.middleware_key(secret), same_site="none",
+                       https_only=True)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(studio.metrics_text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/privacy")
+    def privacy() -> HTMLResponse:
+        return HTMLResponse(render_policy_page(config.title, studio.policy_markdown()))
+
+    @app.get("/logout")
+    def logout(request: Request) -> RedirectResponse:
+        request.session.pop("oauth_info", None)
+        return RedirectResponse(safe_target(request.query_params.get("_target_url")), status_code=302)
+
+    providers = auth.add_provider_routes(app, config, studio)
+    if providers:
+        log.info("Sign-in with %s enabled.", ", ".join(providers))
+    if not auth.on_space(environ) and config.dev_login.enabled:
+        log.warning("Local development sign-in is on: 'Sign in with Hugging Face' signs in as %r. "
+                    "Set NANOBANANA_UI__DEV_LOGIN__ENABLED=false on a shared server.",
+                    config.dev_login.username)
+    mcp = config.mcp_server and mcp_available()
+    if config.mcp_server and not mcp:
+        log.warning("mcp_server is on but gradio's MCP extra is not installed "
+                    '(pip install "gradio[mcp]"); serving without MCP.')
+    served = [str(p) for p in studio_folders(studio)]
+    return gr.mount_gradio_app(
+        app, demo, path="/", mcp_server=mcp, allowed_paths=served, show_error=False,
+        footer_links=["api", "settings"], theme=gr.themes.Soft(primary_hue="yellow"),
+    )
+
+
+def studio_folders(studio: Studio) -> list[Path]:
+    """Folders whose files handlers hand to Gradio (stored images, exports): ids in them are unguessable."""
+    storage: Any = studio.storage
+    return [storage.images_dir, storage.exports_dir]
+
+
+def serve(app: FastAPI, config: UIConfig, environ: Mapping[str, str] | None = None) -> None:
+    import uvicorn
+
+    environ = os.environ if environ is None else environ
+    host, port = config.host(environ), config.port(environ)
+    log.info("Nanobanana on http://%s:%d", host, port)
+    uvicorn.run(app, host=host, port=port, proxy_headers=True,
+                forwarded_allow_ips=environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"), log_level="info")

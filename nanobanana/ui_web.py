@@ -1,0 +1,90 @@
+"""Small web pieces around the Gradio page: the anonymous visitor cookie, the policy page, redirects."""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import secrets
+import urllib.parse
+from http.cookies import SimpleCookie
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+
+VISITOR_COOKIE = "nb_visitor"
+VISITOR_MAX_AGE = 86400  # the anonymous allowance is per day
+
+
+def _cookies(scope: dict) -> dict[str, str]:
+    raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw)
+    except Exception:  # a malformed cookie header: treat as none
+        return {}
+    return {k: m.value for k, m in jar.items()}
+
+
+class VisitorCookie:
+    """Give each browser an opaque random id (HttpOnly, a day long): anonymous visitors keep their
+    allowance and their images across page reloads. Pure ASGI, so streamed responses pass untouched."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or VISITOR_COOKIE in _cookies(scope):
+            await self.app(scope, receive, send)
+            return
+        token = secrets.token_urlsafe(24)
+        # This request already counts as the new visitor.
+        scope["headers"] = [*scope.get("headers", []), (b"cookie", f"{VISITOR_COOKIE}={token}".encode())]
+
+        async def send_with_cookie(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.append("set-cookie", f"{VISITOR_COOKIE}={token}; Path=/; Max-Age={VISITOR_MAX_AGE}; "
+                                             "HttpOnly; SameSite=Lax")
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def visitor_id(request: Any) -> str | None:
+    """The visitor cookie, or Gradio's per-page session hash for API clients without cookies."""
+    if request is None:
+        return None
+    try:
+        cookie = request.cookies.get(VISITOR_COOKIE)
+    except Exception:
+        cookie = None
+    return cookie or getattr(request, "session_hash", None)
+
+
+def safe_target(target: str | None) -> str:
+    """A local path to redirect to (never another host)."""
+    parsed = urllib.parse.urlparse(target or "/")
+    path = "/" + (parsed.path or "").lstrip("/\\")
+    return path + (f"?{parsed.query}" if parsed.query else "")
+
+
+def mcp_available() -> bool:
+    return importlib.util.find_spec("mcp") is not None
+
+
+def render_policy_page(title: str, markdown_text: str) -> str:
+    """The privacy policy as a plain HTML page (linked from the footer)."""
+    try:
+        from markdown_it import MarkdownIt
+
+        body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+    except ImportError:  # pragma: no cover - markdown-it ships with gradio
+        body = f"<pre>{html.escape(markdown_text)}</pre>"
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Privacy · {html.escape(title)}</title>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;"
+        "line-height:1.5}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem}</style>"
+        f"</head><body><p><a href='/'>← {html.escape(title)}</a></p>{body}</body></html>"
+    )

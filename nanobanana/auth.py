@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,6 +118,8 @@ def install_gradio_session(secret: str, dev_login: DevLoginConfig, environ: Mapp
         return session_entry(claims, access_token="local-dev-token")
 
     gradio_oauth._get_mocked_oauth_info = mocked_info
+    # Gradio's warning says the mock needs an HF login; ours does not, so it would only mislead.
+    warnings.filterwarnings("ignore", message="Gradio does not support OAuth features outside")
 
 
 def hf_login_available(config: UIConfig, environ: Mapping[str, str] | None = None) -> bool:

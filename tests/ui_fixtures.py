@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 BLOCKED_WORD = "forbiddenword"
+BLOCKED_COLOUR = (255, 0, 255)  # an image whose corner pixel is exactly this is refused
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Verdict:
 
 
 class WordFilter:
-    """A safety filter for tests: refuses prompts containing BLOCKED_WORD, passes every image."""
+    """A safety filter for tests: refuses prompts with BLOCKED_WORD and images with a BLOCKED_COLOUR corner."""
 
     def check_prompt(self, text: str) -> Verdict:
         if BLOCKED_WORD in text.lower():
@@ -36,6 +37,8 @@ class WordFilter:
         return Verdict(True)
 
     def check_image(self, image: Any) -> Verdict:
+        if image.convert("RGB").getpixel((0, 0)) == BLOCKED_COLOUR:
+            return Verdict(False, "test", "This image was refused by the (test) image filter.")
         return Verdict(True)
 
 

@@ -1,0 +1,188 @@
+"""The app's endpoints, called the way scripts call them: gradio_client against the app on 127.0.0.1.
+
+One app (tiny model, temp data folder, a word-list safety filter) serves the whole module.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from ui_fixtures import BLOCKED_WORD, BLOCKED_COLOUR, Server, build_test_app, session_cookie
+
+from nanobanana.ui import GENERIC_ERROR
+
+pytestmark = pytest.mark.slow
+ALLOWANCE = 3  # anonymous images a day; every anonymous caller here shares 127.0.0.1's count
+
+
+@pytest.fixture(scope="module")
+def app(generator, tmp_path_factory):
+    studio, web = build_test_app(generator, tmp_path_factory.mktemp("ui-api-data"), allowance=ALLOWANCE)
+    with Server(web) as server:
+        server.studio = studio
+        yield server
+    studio.close()
+
+
+def client(app, cookie: str | None = None):
+    from gradio_client import Client
+
+    headers = {"Cookie": f"session={cookie}"} if cookie else None
+    return Client(app.url, headers=headers, verbose=False, download_files=False)
+
+
+def generate(c, prompt="a red triangle on a white background", ratio="1:1", n=1, seed=7, randomize=False):
+    return c.predict(prompt, ratio, n, "", 4, 4.0, seed, randomize, "", api_name="/generate")
+
+
+@pytest.fixture(scope="module")
+def signed_in(app):
+    return session_cookie(app.url)
+
+
+def test_every_action_has_a_named_endpoint(app):
+    names = set(client(app).view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/generate", "/edit", "/quote", "/history", "/download_image", "/download_all", "/delete_image",
+            "/account", "/set_updates_opt_in", "/export", "/delete_account", "/stats"} <= names
+
+
+def test_anonymous_generate_returns_the_image_and_its_seed(app):
+    gallery, info, seed, header = generate(client(app), seed=1234)
+    assert len(gallery) == 1 and gallery[0]["caption"] == "seed 1234"
+    assert "`1234`" in info and seed == 1234
+    assert "free images left today" in header
+
+
+def test_the_same_seed_reproduces_the_same_image(app, signed_in):
+    c = client(app, signed_in)
+    first, second = generate(c, seed=99)[0][0], generate(c, seed=99)[0][0]
+    fetch = lambda item: httpx.get(item["image"]["url"], timeout=30).content  # noqa: E731
+    assert fetch(first) == fetch(second)
+
+
+def test_anonymous_request_beyond_the_allowance_is_refused_with_a_way_out(app):
+    with pytest.raises(Exception) as caught:
+        generate(client(app), n=ALLOWANCE + 1)
+    message = str(caught.value)
+    assert "images a day" in message and "sign in" in message
+
+
+def test_signed_in_generate_charges_credits(app, signed_in):
+    c = client(app, signed_in)
+    before = c.predict(api_name="/account")[0]
+    assert "local-dev" in before
+    quote = c.predict("16:9", 2, 4, api_name="/quote")
+    assert "2 credit(s)" in quote[0]
+    _, _, _, header = generate(c, ratio="16:9", n=2)
+    balance_before = int(before.split("balance **")[1].split("**")[0])
+    assert f"balance **{balance_before - 2}**" in header
+    ledger = c.predict(api_name="/account")[1]
+    assert ledger["data"][-1][1] == -2
+
+
+def test_blocked_prompt_is_refused_readably_and_not_charged(app, signed_in):
+    c = client(app, signed_in)
+    before = c.predict(api_name="/account")[0]
+    with pytest.raises(Exception) as caught:
+        generate(c, prompt=f"a {BLOCKED_WORD} on a white background")
+    assert "refused" in str(caught.value) and "Traceback" not in str(caught.value)
+    assert c.predict(api_name="/account")[0] == before
+
+
+def upload(tmp_path: Path, name: str, data: bytes):
+    from gradio_client import handle_file
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    return [handle_file(str(path))]
+
+
+def png(colour=(255, 255, 255), size=(64, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_file_that_is_not_an_image_is_refused_readably(app, tmp_path):
+    files = upload(tmp_path, "notes.png", b"this is not a picture at all")
+    with pytest.raises(Exception) as caught:
+        client(app).predict(files, "make it blue", 0.6, 4, 0, True, api_name="/edit")
+    assert "not an image we can read" in str(caught.value)
+
+
+def test_a_blocked_upload_is_refused_readably(app, tmp_path, signed_in):
+    files = upload(tmp_path, "pink.png", png(BLOCKED_COLOUR))
+    with pytest.raises(Exception) as caught:
+        client(app, signed_in).predict(files, "make it blue", 0.6, 4, 0, True, api_name="/edit")
+    assert "refused" in str(caught.value)
+
+
+def test_edit_without_an_edit_pipeline_runs_image_to_image_and_says_so(app, tmp_path, signed_in):
+    files = upload(tmp_path, "white.png", png())
+    inputs, result, note, _ = client(app, signed_in).predict(files, "a red circle", 0.6, 4, 0, True,
+                                                             api_name="/edit")
+    assert len(inputs) == 1 and len(result) == 1
+    assert "image-to-image" in note
+
+
+def test_history_lists_downloads_zips_and_deletes_my_images(app, tmp_path):
+    c = client(app, session_cookie(app.url))
+    gallery, table, choice, note = c.predict(api_name="/history")
+    assert len(gallery) >= 1 and table["headers"][0] == "prompt"
+    image_id = choice["value"]
+    one = c.predict(image_id, api_name="/download_image")
+    assert httpx.get(one["url"], timeout=30).content.startswith(b"\x89PNG")
+    archive = c.predict(api_name="/download_all")
+    names = zipfile.ZipFile(io.BytesIO(httpx.get(archive["url"], timeout=30).content)).namelist()
+    assert f"images/{image_id}.png" in names
+    after = c.predict(image_id, api_name="/delete_image")[1]
+    assert image_id not in [row[-1] for row in after["data"]]
+
+
+def test_someone_elses_image_cannot_be_downloaded(app):
+    mine = client(app, session_cookie(app.url)).predict(api_name="/history")[2]["value"]
+    with pytest.raises(Exception) as caught:
+        client(app).predict(mine, api_name="/download_image")
+    assert "Traceback" not in str(caught.value)
+
+
+def test_an_unexpected_failure_shows_a_generic_message(app, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(app.studio, "quote", broken)
+    with pytest.raises(Exception) as caught:
+        client(app).predict("1:1", 1, 4, api_name="/quote")
+    assert GENERIC_ERROR in str(caught.value) and "secret internal detail" not in str(caught.value)
+
+
+def test_stats_report_requests_and_causes(app):
+    numbers, per_day, timing, causes, popular = client(app).predict(api_name="/stats")
+    assert "requests" in numbers
+    assert "blocked_prompt" in [row[0] for row in causes["data"]]
+
+
+def test_metrics_and_privacy_pages_are_served(app):
+    metrics = httpx.get(app.url + "/metrics", timeout=30)
+    assert metrics.status_code == 200 and "nanobanana_requests_total" in metrics.text
+    policy = httpx.get(app.url + "/privacy", timeout=30)
+    assert policy.status_code == 200 and "<h1" in policy.text
+
+
+def test_export_then_delete_account_signs_out_of_everything(app):
+    from gradio_client import Client
+
+    cookie = session_cookie(app.url)
+    c = Client(app.url, headers={"Cookie": f"session={cookie}"}, verbose=False, download_files=False)
+    export = c.predict(api_name="/export")
+    names = zipfile.ZipFile(io.BytesIO(httpx.get(export["url"], timeout=30).content)).namelist()
+    assert "profile.json" in names
+    with pytest.raises(Exception, match="DELETE"):
+        c.predict("no", api_name="/delete_account")
+    assert "deleted" in c.predict("DELETE", api_name="/delete_account")
+    assert app.studio.accounts.find_by_provider("local", "local-dev") is None

@@ -21,7 +21,13 @@ import sqlalchemy as sa
 from PIL import Image
 
 from nanobanana.db import metadata
-from nanobanana.generation import GenerationFailed, GenerationRequest, GenerationResult, Generator, StageTimings
+from nanobanana.generation import (
+    GenerationFailed,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    StageTimings,
+)
 from nanobanana.service_config import ServiceConfig, load_service_config
 
 POSTGRES_URL = os.environ.get("NANOBANANA_TEST_POSTGRES_URL")
@@ -99,12 +105,15 @@ def service_config(data_dir: Path, database_url: str | None = None, **sections) 
 
 
 def make_studio(data_dir: Path, generator: Generator, *, database_url: str | None = None, safety=None,
-                **sections):
+                real_safety: bool = False, **sections):
+    """A studio on `data_dir`; the safety filter is `safety`, a new `WordFilter`, or (`real_safety`) the
+    default `nanobanana.safety.SafetyChecker`."""
     from nanobanana.studio import build_studio
 
     config = service_config(data_dir, database_url, **sections)
-    return build_studio({}, generator=generator, safety=safety or WordFilter(), config=config,
-                        start_sweeper=False)
+    if not real_safety:
+        safety = safety or WordFilter()
+    return build_studio({}, generator=generator, safety=safety, config=config, start_sweeper=False)
 
 
 # -- databases --------------------------------------------------------------------------------------
@@ -150,8 +159,9 @@ def word_filter() -> WordFilter:
 
 
 @pytest.fixture
-def studio(data_dir, fast_generator, word_filter, database_url):
-    s = make_studio(data_dir, fast_generator, database_url=database_url, safety=word_filter)
+def studio(data_dir, fast_generator, word_filter):
+    """The full request path on SQLite, with the fast generator and the word filter."""
+    s = make_studio(data_dir, fast_generator, safety=word_filter)
     yield s
     s.close()
 

@@ -3,6 +3,9 @@
 Runs on SQLite and (marked `postgres`) on PostgreSQL.
 """
 
+# Fixtures are imported from tests/service_fixtures.py by name, which pyflakes reads as redefinitions.
+# ruff: noqa: F401, F811
+
 from __future__ import annotations
 
 import threading
@@ -15,11 +18,11 @@ from nanobanana.credits import CostRule, CreditsError, InsufficientCredits, Inva
 from nanobanana.db import Database
 from nanobanana.identity import Accounts, OAuthProfileData
 from nanobanana.service_config import CreditsConfig
-from tests.service_fixtures import data_dir, database_url, postgres_url  # noqa: F401
+from tests.service_fixtures import data_dir, database_url, postgres_url
 
 
 @pytest.fixture
-def db(data_dir, database_url):  # noqa: F811
+def db(data_dir, database_url):
     database = Database.open(database_url, data_dir)
     yield database
     database.dispose()
@@ -39,7 +42,7 @@ def test_new_database_has_every_table_at_the_newest_migration(db):
         assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
 
 
-def test_opening_twice_migrates_once_and_keeps_data(db, account_id, data_dir, database_url):  # noqa: F811
+def test_opening_twice_migrates_once_and_keeps_data(db, account_id, data_dir, database_url):
     Ledger(db).grant(account_id, 5, "test")
     again = Database.open(database_url, data_dir)
     assert Ledger(again).balance(account_id) == 5

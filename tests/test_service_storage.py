@@ -3,6 +3,9 @@
 Runs on SQLite and (marked `postgres`) on PostgreSQL.
 """
 
+# Fixtures are imported from tests/service_fixtures.py by name, which pyflakes reads as redefinitions.
+# ruff: noqa: F401, F811
+
 from __future__ import annotations
 
 import os
@@ -16,7 +19,7 @@ from nanobanana.db import Database, utcnow
 from nanobanana.identity import Identity
 from nanobanana.service_config import StorageConfig
 from nanobanana.storage import ORPHAN_GRACE_SECONDS, ImageNotFound, ImageStore
-from tests.service_fixtures import data_dir, database_url, files_under, postgres_url  # noqa: F401
+from tests.service_fixtures import data_dir, database_url, files_under, postgres_url
 
 ALICE = Identity.account("a" * 32)
 BOB = Identity.account("b" * 32)
@@ -24,14 +27,14 @@ VISITOR = Identity.anonymous("session-1", "10.0.0.1")
 
 
 @pytest.fixture
-def db(data_dir, database_url):  # noqa: F811
+def db(data_dir, database_url):
     database = Database.open(database_url, data_dir)
     yield database
     database.dispose()
 
 
 @pytest.fixture
-def store(db, data_dir):  # noqa: F811
+def store(db, data_dir):
     return ImageStore(db, data_dir, StorageConfig(account_max_images=3, anonymous_max_images=2,
                                                   account_max_bytes=10_000_000))
 
@@ -126,7 +129,7 @@ def test_at_the_count_limit_the_oldest_images_expire_first_and_the_user_is_told(
     assert {p.stem for p in store.images_dir.iterdir()} == kept
 
 
-def test_the_byte_limit_is_enforced_too(db, data_dir):  # noqa: F811
+def test_the_byte_limit_is_enforced_too(db, data_dir):
     [one], _ = save(ImageStore(db, data_dir, StorageConfig()), ALICE, 1, request_id="r1")
     store = ImageStore(db, data_dir, StorageConfig(account_max_bytes=one.bytes * 3 // 2))
     _, eviction = save(store, ALICE, 1, request_id="r2")
@@ -155,6 +158,6 @@ def test_the_sweep_removes_old_orphan_files_but_not_fresh_ones(store):
     assert not orphan.exists() and fresh_orphan.exists() and store.path(ALICE, kept.id).exists()
 
 
-def test_nothing_is_written_outside_the_data_folder(store, data_dir, tmp_path):  # noqa: F811
+def test_nothing_is_written_outside_the_data_folder(store, data_dir, tmp_path):
     save(store, ALICE, 2)
     assert all(data_dir in p.parents for p in files_under(tmp_path))

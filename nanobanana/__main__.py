@@ -1,0 +1,3 @@
+from nanobanana.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""`python -m nanobanana generate`: text-to-image and image-to-image from the command line.
+
+Writes one PNG per image plus `result.json` (seeds, settings, timings) into `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nanobanana.generation.config import ASPECT_RATIOS
+from nanobanana.generation.generator import Generator
+from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode
+from nanobanana.generation.uploads import load_image
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate images from a prompt (or edit --init images)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("prompt", help="what to draw, or the edit to make")
+    parser.add_argument("--aspect", default="1:1", choices=[*ASPECT_RATIOS, "auto"], help="aspect ratio preset")
+    parser.add_argument("-n", "--num-images", type=int, default=1, help="images to generate (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    parser.add_argument("--negative", default="", help="negative prompt")
+    parser.add_argument("--scheduler", default=None, help="scheduler class name (see the model config)")
+    parser.add_argument("--init", type=Path, action="append", default=[], help="input image (repeatable)")
+    parser.add_argument("--strength", type=float, default=None, help="image-to-image strength in (0, 1]")
+    parser.add_argument("--edit", action="store_true", help="instruction edit of --init (falls back to img2img)")
+    parser.add_argument("--model", default=None, help="model config name, YAML, local folder or hub id")
+    parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default ./outputs)")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.set_defaults(func=run_generate)
+
+
+def request_from_args(args: argparse.Namespace, generator: Generator) -> GenerationRequest:
+    images = [load_image(path, generator.config.limits) for path in args.init]
+    mode = Mode.EDIT if args.edit else Mode.IMAGE_TO_IMAGE if images else Mode.TEXT_TO_IMAGE
+    aspect = args.aspect if not (images and args.aspect == "1:1") else "auto"
+    return GenerationRequest(
+        prompt=args.prompt,
+        mode=mode,
+        negative_prompt=args.negative,
+        aspect_ratio=aspect,
+        num_images=args.num_images,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        strength=args.strength,
+        scheduler=args.scheduler,
+        images=images,
+    )
+
+
+def write_result(result: GenerationResult, out: Path) -> list[Path]:
+    """Save the images as `<seed>.png` and the metadata as `result.json`; returns the image paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image, seed in zip(result.images, result.seeds, strict=True):
+        path = out / f"{result.settings.mode.value}-{seed}.png"
+        image.save(path)
+        paths.append(path)
+    meta = result.to_dict() | {"files": [p.name for p in paths]}
+    (out / "result.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return paths
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from nanobanana.generation.config import load_generation_config, model_config_from_reference
+
+    config = load_generation_config()
+    if args.model:
+        config = config.model_copy(update={"model": model_config_from_reference(args.model)})
+    generator = Generator(config)
+    result = generator.generate(request_from_args(args, generator))
+    paths = write_result(result, args.out)
+    if args.json:
+        from nanobanana.cli import print_json
+
+        print_json(result.to_dict() | {"files": [str(p) for p in paths]})
+        return 0
+    for warning in result.warnings:
+        print(f"note: {warning}")
+    s, t = result.settings, result.timings
+    print(
+        f"{len(paths)} image(s) {s.width}×{s.height}, {s.steps} steps, seeds {result.seeds}, "
+        f"{t.total:.2f}s total ({t.load:.2f}s load) → {args.out}/"
+    )
+    return 0

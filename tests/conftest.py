@@ -1,0 +1,45 @@
+"""Shared fixtures: an offline environment and a tiny random-weights model built the way the repo builds it."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports gradio or huggingface_hub: tests never reach outside hosts.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+from nanobanana.config import REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`configs/models/tiny-random.yaml` built into a temp folder by `nanobanana.model_builder`."""
+    from nanobanana.model_builder import build_from_config
+
+    out = tmp_path_factory.mktemp("models") / "tiny-random"
+    return build_from_config(REPO_ROOT / "configs/models/tiny-random.yaml", out, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_generation_config(tiny_model_dir: Path):
+    """The tiny model's config, pointed at the freshly built folder."""
+    from nanobanana.generation import load_generation_config, model_config_from_reference
+
+    base = load_generation_config(environ={"NANOBANANA_MODEL": "tiny-random"})
+    model = model_config_from_reference("tiny-random").model_copy(update={"source": str(tiny_model_dir)})
+    return base.model_copy(update={"model": model})
+
+
+@pytest.fixture(scope="session")
+def generator(tiny_generation_config):
+    """One loaded `Generator` on the tiny model, shared by the whole test session."""
+    from nanobanana.generation import Generator
+
+    gen = Generator(tiny_generation_config)
+    gen.load()
+    return gen

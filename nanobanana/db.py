@@ -151,6 +151,8 @@ def create_engine(database_url: str | None, data_dir: Path) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are overwritten with zeros, not left readable in free pages.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -204,6 +206,16 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    def scrub(self) -> None:
+        """After deleting personal data: fold SQLite's write-ahead log into the (zeroed) database file, so
+        no copy of the deleted rows stays behind in the log."""
+        if self.is_sqlite:
+            raw = self.engine.raw_connection()  # outside any transaction, or the checkpoint cannot finish
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                raw.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -99,6 +99,7 @@ class Privacy:
                 self.accounts.delete(identity.key, c)
         self.storage.remove_files(image_ids)
         self.storage.remove_exports(identity)
+        self.db.scrub()
 
 
 def _hours(h: float) -> str:

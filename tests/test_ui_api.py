@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from ui_fixtures import BLOCKED_WORD, BLOCKED_COLOUR, Server, build_test_app, session_cookie
+from ui_fixtures import BLOCKED_COLOUR, BLOCKED_WORD, Server, build_test_app, session_cookie
 
 from nanobanana.ui import GENERIC_ERROR
 
@@ -132,7 +132,7 @@ def test_edit_without_an_edit_pipeline_runs_image_to_image_and_says_so(app, tmp_
 
 def test_history_lists_downloads_zips_and_deletes_my_images(app, tmp_path):
     c = client(app, session_cookie(app.url))
-    gallery, table, choice, note = c.predict(api_name="/history")
+    gallery, table, choice, _ = c.predict(api_name="/history")
     assert len(gallery) >= 1 and table["headers"][0] == "prompt"
     image_id = choice["value"]
     one = c.predict(image_id, api_name="/download_image")
@@ -163,7 +163,7 @@ def test_an_unexpected_failure_shows_a_generic_message(app, monkeypatch):
 
 def test_stats_report_requests_and_causes(app):
     numbers, per_day, timing, causes, popular = client(app).predict(api_name="/stats")
-    assert "requests" in numbers
+    assert "requests" in numbers and per_day["data"] and timing["data"] and popular["data"]
     assert "blocked_prompt" in [row[0] for row in causes["data"]]
 
 

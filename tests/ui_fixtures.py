@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Module level: FastAPI resolves the provider's (string) annotations against these globals.
+from fastapi import FastAPI, Form, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+
 BLOCKED_WORD = "forbiddenword"
 BLOCKED_COLOUR = (255, 0, 255)  # an image whose corner pixel is exactly this is refused
 
@@ -28,7 +32,7 @@ class Verdict:
 
 
 class WordFilter:
-    """A safety filter for tests: refuses prompts with BLOCKED_WORD and images with a BLOCKED_COLOUR corner."""
+    """A test safety filter: refuses prompts with BLOCKED_WORD, images with a BLOCKED_COLOUR corner."""
 
     def check_prompt(self, text: str) -> Verdict:
         if BLOCKED_WORD in text.lower():
@@ -135,8 +139,6 @@ class OpenIDProvider:
     issued: list[str] = field(default_factory=list)
 
     def app(self, issuer: str):
-        from fastapi import FastAPI, Form, Header, HTTPException, Request
-        from fastapi.responses import JSONResponse, RedirectResponse
         from joserfc import jwt
         from joserfc.jwk import KeySet, RSAKey
 

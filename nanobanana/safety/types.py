@@ -15,9 +15,7 @@ DISABLED_REASON = "filter disabled by configuration"
 
 PROMPT_REASONS = {
     "sexual": "This prompt was blocked: it asks for sexual content or nudity.",
-    "sexual_minors": (
-        "This prompt was blocked: it combines minors with sexual content, which is never allowed."
-    ),
+    "sexual_minors": "This prompt was blocked: sexual content involving minors is never allowed.",
     "violence": "This prompt was blocked: it asks for violent or gory content.",
     "hate": "This prompt was blocked: it asks for hateful content that attacks people for who they are.",
     "self_harm": (

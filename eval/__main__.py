@@ -11,6 +11,7 @@ import sys
 
 COMMAND_MODULES = [
     "eval.overhead",
+    "eval.overhead_service",
     "eval.safety",
 ]
 

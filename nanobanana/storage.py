@@ -151,7 +151,9 @@ class ImageStore:
             for picture in pictures:
                 image_id = secrets.token_urlsafe(24)
                 buffer = io.BytesIO()
-                picture.save(buffer, format="PNG")
+                # Fastest zlib level: several times quicker than the default on large images, files
+                # about a third bigger; they are temporary anyway.
+                picture.save(buffer, format="PNG", compress_level=1)
                 data = buffer.getvalue()
                 final = self._file(image_id)
                 temp = final.with_name(f".{image_id}.tmp")

@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "eval.overhead",
     "eval.overhead_service",
     "eval.safety",
+    "eval.speed",
 ]
 
 

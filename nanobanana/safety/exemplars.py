@@ -130,6 +130,8 @@ SAFE: list[str] = [
     "a religious ceremony",
     "a diverse group of people",
     "a mental health support poster",
+    "an educational health poster for a school",
+    "a poster campaigning against racism and discrimination",
     "a pharmacy",
     "a police officer at work",
     "a crime movie poster",

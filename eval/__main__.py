@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "eval.overhead_service",
     "eval.safety",
     "eval.speed",
+    "eval.errors",
 ]
 
 

@@ -8,6 +8,7 @@ here so the schema reads in one place; the migrations in `nanobanana/migrations/
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,8 @@ from nanobanana.errors import NanobananaError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATION_LOCK_ID = 0x6E616E6F  # any constant shared by every replica
+_MIGRATION_LOCK = threading.Lock()  # Alembic's command API keeps module-level state
 
 
 class DatabaseError(NanobananaError):
@@ -173,7 +176,10 @@ def upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     try:
-        with engine.connect() as connection:
+        with _MIGRATION_LOCK, engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting at once take turns; the later ones find the schema up to date.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
             connection.commit()

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "eval.safety",
     "eval.speed",
     "eval.errors",
+    "eval.adherence",
 ]
 
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from nanobanana.credits import DuplicateRequest
 from nanobanana.errors import NanobananaError
 from nanobanana.identity import Identity
 
@@ -63,7 +64,7 @@ class Allowance:
         with self._lock:
             self._roll()
             if request_id in self._holds:
-                raise AllowanceExhausted("This request was already sent; wait for its result.")
+                raise DuplicateRequest("This request was already sent (same request id); it counted once.")
             keys = self._keys(identity)
             left = self.images_per_day - max(self._used[k] for k in keys)
             if images > left:

@@ -33,6 +33,10 @@ class InsufficientCredits(CreditsError):
     """The account's balance does not cover the request."""
 
 
+class DuplicateRequest(NanobananaError):
+    """A request id that was already used: a retry never runs (or charges) twice."""
+
+
 class InvalidAdjustment(CreditsError):
     """An operator adjustment that makes no sense (zero, or below a zero balance)."""
 

@@ -127,37 +127,37 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
                    else "**the prompt safety filter is turned off by the operator**")
     filters.append("every image is checked by a safety filter before you see it" if image_filter
                    else "**the image safety filter is turned off by the operator**")
+    anonymous_limit = f"{storage.anonymous_max_images} images / {storage.anonymous_max_bytes / 1e6:g} MB"
+    account_limit = f"{storage.account_max_images} images / {storage.account_max_bytes / 1e6:g} MB"
+    email = "sent" if smtp.enabled else "not set up here, so updates appear only in the app"
     return f"""# Privacy policy
 
 This Nanobanana instance is run by {privacy.operator_name}. Questions and requests: {privacy.contact}.
 
 ## What we store about you
-- **Without an account:** nothing about you. Your images and the prompts and settings that made them are
-  kept for **{_hours(storage.anonymous_expiry_hours)}**, then deleted. Your browser session is stored
-  only as a one-way hash beside those images. Your network address is never written to disk; it is held
-  in memory for the day only to count the free allowance.
-- **With an account:** what your sign-in provider tells us (provider, your id there, username, e-mail
-  if given), when the account was created, whether you want service updates, your credit balance and
-  every credit movement (grants, charges, refunds), your images for
-  **{_hours(storage.account_expiry_hours)}**,
-  and your generation history (prompts, settings, times) for **{privacy.history_retention_days:g} days**.
+- **Without an account:** nothing about you. Your images, with the prompts and settings that made them,
+  are kept for **{_hours(storage.anonymous_expiry_hours)}**, then deleted. Your browser session is stored
+  only as a one-way hash beside those images. Your network address is never written to disk: it is held
+  in memory, for the day, only to count the free allowance.
+- **With an account:** what your sign-in provider tells us (provider, your id there, username, e-mail if
+  given), when the account was created, whether you want service updates, your credit balance and every
+  credit movement (grants, charges, refunds); your images for **{_hours(storage.account_expiry_hours)}**;
+  your generation history (prompts, settings, times) for **{privacy.history_retention_days:g} days**.
 - **Uploaded images** for image-to-image and edits are processed in memory and never stored.
 
 ## Limits
-- Free allowance without an account: **{allowance.anonymous_images_per_day} images per day** (counted per
-  browser session and per network address, in memory only).
+- Free allowance without an account: **{allowance.anonymous_images_per_day} images per day**, counted per
+  browser session and per network address, in memory only.
 - New accounts receive **{credits.signup_grant} credits**. Price: {CostRule(credits).describe()}.
-  Images that fail or are blocked by the safety filter are refunded.
-- Stored images per person: without an account at most **{storage.anonymous_max_images} images /
-  {storage.anonymous_max_bytes / 1e6:g} MB**, with an account at most **{storage.account_max_images}
-  images / {storage.account_max_bytes / 1e6:g} MB**. At the limit your oldest images are deleted first,
-  and we tell you.
+  Images that fail or are withheld by the safety filter are refunded (or not counted against the allowance).
+- Stored images per person: at most **{anonymous_limit}** without an account, **{account_limit}** with
+  one. At the limit your oldest images are deleted first, and we tell you.
 - Safety: {"; ".join(filters)}.
 
 ## Anonymous usage statistics
-For each request we record the hour (not the minute), mode, model, aspect ratio, steps, number of
-images, outcome and how long each stage took. These records contain no account, session, address or
-prompt text, and are kept to run and improve the service.
+For each request we record the hour (not the minute), mode, model, aspect ratio, steps, number of images,
+outcome and how long each stage took. These records contain no account, session, address or prompt text,
+and are kept to run and improve the service.
 
 ## Your rights
 - **Export:** download everything stored about you (profile, credit ledger as CSV and JSON, generation
@@ -165,7 +165,7 @@ prompt text, and are kept to run and improve the service.
   {storage.export_expiry_minutes:g} minutes.
 - **Delete:** deleting your account removes every record and file tied to it at once and signs you out.
 - **Service updates:** off unless you opt in; opting out stops them in the app and by e-mail.
-  E-mail is {"sent" if smtp.enabled else "not set up here, so updates appear only in the app"}.
+  E-mail is {email}.
 
 ## Third parties
 Data shared with third parties: {third_text}. Analytics: {"on" if analytics else "off"}.

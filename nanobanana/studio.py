@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from nanobanana.allowance import Allowance, AllowanceExhausted
 from nanobanana.announcements import Announcement, Announcements, AnnounceReport
-from nanobanana.credits import CostRule, InsufficientCredits, Ledger, LedgerEntry
+from nanobanana.credits import CostRule, DuplicateRequest, InsufficientCredits, Ledger, LedgerEntry
 from nanobanana.db import Database
 from nanobanana.errors import NanobananaError
 from nanobanana.generation import GenerationRequest, GenerationResult, Generator, InvalidRequest
@@ -68,10 +68,6 @@ __all__ = [
 
 class ServiceError(NanobananaError):
     """Something failed on our side; the request was not charged."""
-
-
-class DuplicateRequest(NanobananaError):
-    """A request id that was already used: retries never run (or charge) twice."""
 
 
 @dataclass

@@ -154,7 +154,7 @@ def test_the_policy_states_the_configured_values(data_dir, fast_generator):
         policy = studio.policy_markdown()
     finally:
         studio.close()
-    for expected in ["**37 credits**", "**4 images per day**", "**3 hours**", "**5 days**", "**77",
+    for expected in ["**37 credits**", "**4 images per day**", "**3 hours**", "**5 days**", "**77 images",
                      "dpo@quokka.example", "Quokka Labs", "Data shared with third parties: none",
                      "Analytics: off", "prompts are checked by a safety filter"]:
         assert expected in policy, expected

@@ -280,3 +280,12 @@ def test_200_parallel_requests_never_overdraw_and_the_balance_equals_the_ledger(
         assert len(image_files(studio)) == stored
     finally:
         studio.close()
+
+
+def test_an_anonymous_retry_with_the_same_request_id_counts_once(studio, fast_generator):
+    visitor = Identity.anonymous("session-a")
+    studio.generate(request("a circle"), visitor, request_id="anon-retry")
+    with pytest.raises(DuplicateRequest):
+        studio.generate(request("a circle"), visitor, request_id="anon-retry")
+    assert fast_generator.calls == 1
+    assert studio.allowance_left(visitor) == studio.config.allowance.anonymous_images_per_day - 1

@@ -120,6 +120,11 @@ class HubClassifierConfig(_Strict):
     threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     device: str = "cpu"
 
+    @field_validator("unsafe_labels")
+    @classmethod
+    def _lower_case(cls, value: dict[str, str]) -> dict[str, str]:
+        return {label.lower(): category for label, category in value.items()}  # the model's labels are lowered
+
 
 class ImageConfig(_Strict):
     """The image filter: blocks when NudeNet OR open-nsfw OR the hub classifier says so."""

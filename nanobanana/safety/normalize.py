@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 
 # Latin look-alikes from Cyrillic and Greek (the ones that survive NFKC).
@@ -69,8 +70,12 @@ def fold(text: str) -> str:
     return text.casefold().translate(_CONFUSABLES)
 
 
-def _deleet(token: str) -> str:
-    if _NUMBER.match(token) or not any(c.isalpha() for c in token):
+def _deleet(token: str, keep_units: bool = False) -> str:
+    """Leetspeak undone. Plain numbers stay; with `keep_units`, so do "12yo" and "4k" (for the embedding
+    model), while the term views read "53x" as "sex" too."""
+    if token.isdigit() or not any(c.isalpha() for c in token):
+        return token
+    if keep_units and _NUMBER.match(token):
         return token
     return token.translate(_LEET)
 
@@ -91,18 +96,31 @@ def _tokens(text: str) -> list[str]:
 _RUN = re.compile(r"(?<![a-z0-9@$'])[a-z0-9@$](?:[\s._\-*/,~+]{1,4}[a-z0-9@$](?![a-z0-9@$])){2,}")
 
 
-def _spelled_runs(folded: str) -> list[tuple[str, str, str]]:
-    """Letters written one at a time, as (text, words, joined).
+def _spelled_runs(folded: str) -> list[tuple[str, str, str, str]]:
+    """Letters written one at a time, as (text, words, words with a leading article split off, joined).
 
-    "c h i l d   p o r n" -> ("c h i l d   p o r n", "child porn", "childporn"). Inside a run one separator
-    character sits between letters; a longer gap (two spaces, ". .") is a word break. At least three letters.
+    "c h i l d   p o r n" -> ("c h i l d   p o r n", "child porn", "child porn", "childporn"). Inside a run
+    one separator sits between letters; a longer gap (two spaces, ". .") or a change of separator ("a f.a.k.e")
+    is a word break. "a n u d e" is ambiguous, so it is also read as "a nude". At least three letters.
     """
     runs = []
     for match in _RUN.finditer(folded):
         chunk = match.group(0)
-        words = [re.sub(r"[^a-z0-9@$]", "", w) for w in re.split(r"[\s._\-*/,~+]{2,}", chunk)]
+        pieces = re.findall(r"([a-z0-9@$])([\s._\-*/,~+]*)", chunk)
+        separators = [sep for _, sep in pieces[:-1]]
+        usual = Counter(separators).most_common(1)[0][0]
+        words, current = [], ""
+        for letter, sep in pieces:
+            current += letter
+            if sep and (len(sep) >= 2 or sep != usual):
+                words.append(current)
+                current = ""
+        words.append(current)
         words = [_deleet(w) for w in words if w]
-        runs.append((chunk, " ".join(words), "".join(words)))
+        split = list(words)
+        if len(split[0]) >= 4 and split[0][0] in "ai":
+            split[0:1] = [split[0][0], split[0][1:]]
+        runs.append((chunk, " ".join(words), " ".join(split), "".join(words)))
     return runs
 
 
@@ -122,9 +140,11 @@ def normalize(text: str) -> NormalizedText:
 
     # Letters typed one by one are joined back into words first: every view sees "willow", not "w i l l o w".
     runs = _spelled_runs(folded_leet)
-    for chunk, words, _ in runs:
+    article_split = folded_leet
+    for chunk, words, split, _ in runs:
         folded_leet = folded_leet.replace(chunk, words, 1)
-    spelled = tuple(joined_run for _, _, joined_run in runs)
+        article_split = article_split.replace(chunk, split, 1)
+    spelled = tuple(joined_run for *_, joined_run in runs)
 
     tokens = _tokens(folded_leet)
     plain = " ".join(tokens)
@@ -136,12 +156,15 @@ def normalize(text: str) -> NormalizedText:
     joined = re.sub(r"[^a-z0-9@$\s]", "", folded_leet)
     views.append(" ".join(_deleet(t) for t in joined.split()))
 
+    if article_split != folded_leet:
+        views.append(" ".join(_deleet(t) for t in _tokens(article_split)))
+
     # A masked letter: try each vowel ("p*rn" -> "porn").
     if any("*" in t.strip("*") for t in deleeted):
         for vowel in "aeiouy":
             views.append(" ".join(t.replace("*", vowel) for t in deleeted))
 
-    canonical = " ".join(_squeeze(t, 2) for t in deleeted)
+    canonical = " ".join(_squeeze(_deleet(t, keep_units=True), 2) for t in tokens)
     ages = tuple(_ages(plain))
     return NormalizedText(
         views=tuple(dict.fromkeys(v for v in views if v)),

@@ -116,8 +116,9 @@ class StudioUI:
         if identity.is_account:
             label = f"Generate · {q.cost} credit{'s' if q.cost != 1 else ''}"
         else:
-            plural = "s" if q.allowance_left != 1 else ""
-            label = f"Generate · {q.cost} of {q.allowance_left} free image{plural}"
+            label = f"Generate · free ({q.cost} of {q.allowance_left} left today)"
+        if not q.affordable:
+            label = "Generate · not enough " + ("credits" if identity.is_account else "free images left")
         note = q.message if q.affordable else f"⚠️ {q.message}"
         return gr.update(value=label, interactive=q.affordable), note, self.header(identity)
 
@@ -325,9 +326,9 @@ class StudioUI:
         providers = auth.enabled_providers(config)
 
         with gr.Blocks(title=config.title) as demo:
-            with gr.Row(equal_height=True):
+            with gr.Row():
                 with gr.Column(scale=3):
-                    gr.Markdown(f"# 🍌 {config.title}\n{config.tagline}")
+                    gr.Markdown(f"# {config.title}\n{config.tagline}")
                     header = gr.Markdown(elem_id="nb-header")
                 with gr.Column(scale=1, min_width=220):
                     if auth.hf_login_available(config, self.environ):
@@ -360,8 +361,9 @@ class StudioUI:
                             seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
                             randomize = gr.Checkbox(True, label="Randomize seed")
                             scheduler = gr.Dropdown(schedulers, value="", label="Scheduler")
-                    gallery = gr.Gallery(label="Results", columns=2, height="auto", elem_id="nb-gallery",
-                                         buttons=["download", "fullscreen"], format="png")
+                    gallery = gr.Gallery(label="Results", columns=4, height=300, object_fit="contain",
+                                         elem_id="nb-gallery", buttons=["download", "fullscreen"],
+                                         format="png", fit_columns=False)
                     seeds = gr.Markdown(elem_id="nb-seeds")
                     gr.Examples(config.examples, inputs=[prompt], label="Examples")
 
@@ -382,15 +384,16 @@ class StudioUI:
                                 edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                                 edit_randomize = gr.Checkbox(True, label="Randomize seed")
                             edit_run = gr.Button("Edit", variant="primary")
-                        inputs_view = gr.Gallery(label="Input", columns=2, height="auto", interactive=False)
-                        edit_result = gr.Gallery(label="Result", columns=2, height="auto",
+                        inputs_view = gr.Gallery(label="Input", columns=2, height=300, object_fit="contain",
+                                                 interactive=False)
+                        edit_result = gr.Gallery(label="Result", columns=2, height=300, object_fit="contain",
                                                  buttons=["download", "fullscreen"])
                     edit_note = gr.Markdown()
 
                 with gr.Tab("History", id="history") as history_tab:
                     history_note = gr.Markdown()
-                    history_gallery = gr.Gallery(label="My images", columns=4, height="auto",
-                                                 allow_preview=True, elem_id="nb-history")
+                    history_gallery = gr.Gallery(label="My images", columns=6, height=260,
+                                                 object_fit="contain", elem_id="nb-history", fit_columns=False)
                     history_table = gr.Dataframe(label="Details", interactive=False, wrap=True)
                     with gr.Row():
                         chosen = gr.Dropdown([], label="Image", scale=3, elem_id="nb-history-choice")
@@ -444,7 +447,7 @@ class StudioUI:
             create_inputs = [prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler]
             quote_outputs = [run, cost_note, header]
             gr.on([demo.load, ratio.change, num_images.change, steps.change], self.quote,
-                  [ratio, num_images, steps], quote_outputs, api_name="quote", queue=False,
+                  [ratio, num_images, steps], quote_outputs, api_name="quote", queue=False, trigger_mode="always_last",
                   show_progress="hidden")
             gr.on([run.click, prompt.submit], self.generate, create_inputs, [gallery, seeds, seed, header],
                   api_name="generate", concurrency_id="model").then(

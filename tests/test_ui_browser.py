@@ -1,0 +1,166 @@
+"""A person using the app in a real browser (Debian's Chromium, headless, driven by Playwright).
+
+Screenshots go to test-artifacts/ui/ (git-ignored); the Generate-click-to-image time is written to
+test-artifacts/ui/timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from ui_fixtures import Server, build_test_app
+
+from nanobanana.config import REPO_ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "ui"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium "
+                       "(apt-get install -y chromium chromium-driver)"),
+]
+
+
+@pytest.fixture(scope="module")
+def app(generator, tmp_path_factory):
+    studio, web = build_test_app(generator, tmp_path_factory.mktemp("ui-browser-data"), allowance=3)
+    with Server(web) as server:
+        server.studio = studio
+        yield server
+    studio.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(app.url + "/")
+    page.wait_for_selector("#nb-generate")
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def header(page) -> str:
+    return page.locator("#nb-header").inner_text()
+
+
+def generate(page, prompt: str) -> float:
+    """Type a prompt, press Generate, wait for the picture; seconds from the click to the image shown."""
+    page.locator("#nb-prompt textarea").fill(prompt)
+    before = page.eval_on_selector_all("#nb-gallery img", "imgs => imgs.map(i => i.src)")
+    started = time.perf_counter()
+    page.locator("#nb-generate").click()
+    page.wait_for_function(
+        "old => { const imgs = [...document.querySelectorAll('#nb-gallery img')];"
+        " return imgs.length > 0 && imgs.every(i => !old.includes(i.src) && i.complete && i.naturalWidth > 0); }",
+        arg=before, timeout=60_000,
+    )
+    return time.perf_counter() - started
+
+
+def balance(page) -> int:
+    return int(re.search(r"balance (\d+) credits", header(page)).group(1))
+
+
+def test_a_visitor_generates_sees_it_in_gallery_and_history_and_downloads_it(page, tmp_path):
+    page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('free images')")
+    assert "3 of 3" in header(page)
+    assert "Generate · free (1 of 3 left today)" in page.locator("#nb-generate").inner_text()
+    seconds = [generate(page, "a red triangle on a white background") for _ in range(2)]
+    page.wait_for_function("() => document.querySelector('#nb-seeds').innerText.includes('Seeds')")
+    assert "Seeds:" in page.locator("#nb-seeds").inner_text()
+    page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('1 of 3')")
+    shot(page, "01-create-anonymous")
+    (ARTIFACTS / "timings.json").write_text(json.dumps(
+        {"click_to_image_seconds": [round(s, 2) for s in seconds], "note": "tiny-random model, CPU"}))
+
+    page.get_by_role("tab", name="History").click()
+    page.wait_for_function("() => document.querySelectorAll('#nb-history img').length >= 2")
+    assert "a red triangle" in page.locator("#nb-history-choice").locator("input").input_value()
+    page.get_by_role("button", name="Download image", exact=True).click()
+    link = page.locator("#nb-history-file a").first
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / "image.png"
+    download.value.save_as(saved)
+    assert saved.read_bytes().startswith(b"\x89PNG")
+    shot(page, "02-history-download")
+
+
+def test_a_visitor_signs_in_and_sees_the_balance_drop(page):
+    page.get_by_role("button", name="Sign in with Hugging Face").click()
+    page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Signed in as')",
+                           timeout=30_000)
+    assert "local-dev" in header(page)
+    page.wait_for_function("() => document.querySelector('#nb-generate')?.innerText.includes('credit')")
+    start = balance(page)
+    generate(page, "two blue circles on a yellow background")
+    page.wait_for_function(f"() => !document.querySelector('#nb-header')?.innerText.includes('balance {start} ')")
+    assert balance(page) == start - 1
+    shot(page, "03-signed-in-balance")
+
+
+def test_too_little_allowance_is_explained_before_the_click(page):
+    # The module's allowance is 3 a day: asking for 4 can never be afforded anonymously.
+    box = page.get_by_label("number input for Number of images")
+    box.fill("4")
+    box.press("Enter")
+    box.blur()
+    shot(page, "04-allowance-gating")
+    page.wait_for_function("() => document.querySelector('#nb-cost')?.innerText.includes('sign in')")
+    assert "not enough free images" in page.locator("#nb-generate").inner_text()
+    assert "free image(s) left today" in page.locator("#nb-cost").inner_text()
+    assert page.locator("#nb-generate").is_disabled()
+    shot(page, "04-allowance-gating")
+
+
+def test_a_person_exports_their_data_then_deletes_the_account(page, tmp_path, app):
+    page.get_by_role("button", name="Sign in with Hugging Face").click()
+    page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Signed in as')")
+    page.get_by_role("tab", name="Account").click()
+    page.wait_for_function("() => document.querySelector('#nb-account')?.innerText.includes('member since')")
+    page.get_by_role("button", name="Download my data").click()
+    link = page.locator("#nb-export-file a").first
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / "export.zip"
+    download.value.save_as(saved)
+    assert "profile.json" in zipfile.ZipFile(saved).namelist()
+    shot(page, "05-account-export")
+
+    page.get_by_role("button", name="Delete my account").click()
+    page.locator("#nb-confirm-text textarea").fill("DELETE")
+    shot(page, "06-delete-confirm")
+    page.get_by_role("button", name="Yes, delete everything").click()
+    page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Not signed in')",
+                           timeout=30_000)
+    assert page.get_by_role("button", name="Sign in with Hugging Face").is_visible()
+    assert app.studio.accounts.find_by_provider("local", "local-dev") is None
+    shot(page, "07-after-delete")

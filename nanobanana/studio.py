@@ -259,7 +259,9 @@ class Studio:
     ):
         settings = result.settings.to_dict()
         settings["model"] = result.model_id
+        encode_started = time.perf_counter()
         files = self.storage.write_files([result.images[i] for i in kept])
+        timings["write_files"] = time.perf_counter() - encode_started
         refund = per_image * (len(result.images) - len(kept)) if identity.is_account else 0
         balance = None
         try:
@@ -287,6 +289,7 @@ class Studio:
         except BaseException:
             self.storage.remove_files(f.id for f in files)
             raise
+        self.usage.observe(event)
         self.storage.remove_files(eviction.ids)
         if not identity.is_account:
             self.allowance.release(request_id, len(result.images) - len(kept))

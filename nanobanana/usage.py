@@ -93,10 +93,12 @@ class UsageRecorder:
         )
 
     def record(self, event: UsageEvent, conn: Connection | None = None) -> None:
-        """Write the row (in the caller's transaction if given) and update the metrics."""
+        """Write the row and update the metrics. In the caller's transaction (`conn`), only the row is
+        written: call `observe` once that transaction has committed."""
         with self.db.transaction(conn) as c:
             c.execute(usage.insert().values(**event.row()))
-        self.observe(event)
+        if conn is None:
+            self.observe(event)
 
     def observe(self, event: UsageEvent) -> None:
         outcome = event.outcome.split(":", 1)[0] if event.outcome.startswith("error:") else event.outcome

@@ -116,7 +116,7 @@ class StudioUI:
         if identity.is_account:
             label = f"Generate · {q.cost} credit{'s' if q.cost != 1 else ''}"
         else:
-            label = f"Generate · free ({q.cost} of {q.allowance_left} left today)"
+            label = f"Generate · free ({q.allowance_left} left today)"
         if not q.affordable:
             label = "Generate · not enough " + ("credits" if identity.is_account else "free images left")
         note = q.message if q.affordable else f"⚠️ {q.message}"
@@ -294,21 +294,22 @@ class StudioUI:
             raise user_error(exc) from None
         if not s.requests:
             empty = pd.DataFrame({"day": [], "images": []})
-            return ("No requests yet.", empty, pd.DataFrame({"day": [], "seconds": [], "measure": []}),
+            return ("No requests yet.", empty, pd.DataFrame({"measure": [], "seconds": []}),
                     pd.DataFrame({"cause": [], "requests": []}), pd.DataFrame())
         day = s.by_day.copy()
         day["day"] = day["day"].astype(str)
         total_images = int(day["images"].sum())
         errors = s.by_outcome[s.by_outcome["outcome"] != "ok"]
         error_rate = float(errors["requests"].sum()) / s.requests
-        gen = day[["day", "p50_generation_s", "p95_generation_s"]].melt(
-            "day", var_name="measure", value_name="seconds").dropna()
-        gen["measure"] = gen["measure"].map({"p50_generation_s": "p50", "p95_generation_s": "p95"})
+        last = day.iloc[-1]
+        measures = {"p50_generation_s": "generation p50", "p95_generation_s": "generation p95",
+                    "p50_total_s": "whole request p50"}
+        gen = pd.DataFrame([{"measure": label, "seconds": float(last[key] or 0.0)}
+                            for key, label in measures.items()])
         causes = (s.by_outcome.groupby("outcome")["requests"].sum().reset_index()
                   .rename(columns={"outcome": "cause"}).sort_values("requests", ascending=False))
         popular = (s.by_setting.sort_values("requests", ascending=False)
                    [["mode", "aspect_ratio", "steps", "requests", "images", "error_rate"]].head(10))
-        last = day.iloc[-1]
         numbers = (
             f"**{s.requests}** requests · **{total_images}** images · error rate **{error_rate:.0%}** · "
             f"today p50 **{(last['p50_generation_s'] or 0):.2f} s**, p95 "
@@ -373,8 +374,8 @@ class StudioUI:
                     with gr.Row():
                         with gr.Column():
                             uploads = gr.File(file_count="multiple", file_types=["image"],
-                                              label="Images to edit")
-                            instruction = gr.Textbox(label="Instruction or prompt",
+                                              label="Images to edit", elem_id="nb-uploads")
+                            instruction = gr.Textbox(label="Instruction or prompt", elem_id="nb-instruction",
                                                      placeholder="e.g. make the background blue")
                             strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05,
                                                  label="Strength (how much may change)")
@@ -385,10 +386,10 @@ class StudioUI:
                                 edit_randomize = gr.Checkbox(True, label="Randomize seed")
                             edit_run = gr.Button("Edit", variant="primary")
                         inputs_view = gr.Gallery(label="Input", columns=2, height=300, object_fit="contain",
-                                                 interactive=False)
+                                                 interactive=False, elem_id="nb-edit-input")
                         edit_result = gr.Gallery(label="Result", columns=2, height=300, object_fit="contain",
-                                                 buttons=["download", "fullscreen"])
-                    edit_note = gr.Markdown()
+                                                 buttons=["download", "fullscreen"], elem_id="nb-edit-result")
+                    edit_note = gr.Markdown(elem_id="nb-edit-note")
 
                 with gr.Tab("History", id="history") as history_tab:
                     history_note = gr.Markdown()
@@ -427,13 +428,15 @@ class StudioUI:
                         deleted_note = gr.Markdown()
 
                 with gr.Tab("Stats", id="stats") as stats_tab:
-                    stats_numbers = gr.Markdown()
+                    stats_numbers = gr.Markdown(elem_id="nb-stats")
                     with gr.Row():
-                        per_day = gr.BarPlot(x="day", y="images", title="Images per day", height=260)
-                        timing = gr.LinePlot(x="day", y="seconds", color="measure",
-                                             title="Generation time p50 / p95 (s)", height=260)
+                        per_day = gr.BarPlot(x="day", y="images", title="Images per day", height=260,
+                                             y_lim=[0, None])
+                        timing = gr.BarPlot(x="measure", y="seconds", title="Time per request, last day (s)",
+                                            height=260, y_lim=[0, None], sort=None)
                     with gr.Row():
-                        causes = gr.BarPlot(x="cause", y="requests", title="Outcomes by cause", height=260)
+                        causes = gr.BarPlot(x="cause", y="requests", title="Requests by outcome", height=260,
+                                            y_lim=[0, None])
                         popular = gr.Dataframe(label="Popular settings", interactive=False)
                     refresh_stats = gr.Button("Refresh")
 

@@ -90,7 +90,7 @@ def balance(page) -> int:
 def test_a_visitor_generates_sees_it_in_gallery_and_history_and_downloads_it(page, tmp_path):
     page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('free images')")
     assert "3 of 3" in header(page)
-    assert "Generate · free (1 of 3 left today)" in page.locator("#nb-generate").inner_text()
+    assert "Generate · free (3 left today)" in page.locator("#nb-generate").inner_text()
     seconds = [generate(page, "a red triangle on a white background") for _ in range(2)]
     page.wait_for_function("() => document.querySelector('#nb-seeds').innerText.includes('Seeds')")
     assert "Seeds:" in page.locator("#nb-seeds").inner_text()
@@ -138,6 +138,42 @@ def test_too_little_allowance_is_explained_before_the_click(page):
     assert "free image(s) left today" in page.locator("#nb-cost").inner_text()
     assert page.locator("#nb-generate").is_disabled()
     shot(page, "04-allowance-gating")
+
+
+def test_a_person_edits_an_upload_and_sees_the_result_beside_it(page, tmp_path):
+    from PIL import Image
+
+    source = tmp_path / "square.png"
+    picture = Image.new("RGB", (96, 96), "yellow")
+    picture.paste((20, 40, 200), (24, 24, 72, 72))
+    picture.save(source)
+    page.get_by_role("tab", name="Edit").click()
+    page.locator("#nb-uploads input[type=file]").set_input_files(str(source))
+    page.locator("#nb-instruction textarea").fill("a red circle")
+    page.get_by_role("button", name="Edit", exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll('#nb-edit-result img').length === 1",
+                           timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#nb-edit-note')?.innerText.includes('Ran as')")
+    assert page.locator("#nb-edit-input img").count() == 1
+    assert "image-to-image" in page.locator("#nb-edit-note").inner_text()
+    page.get_by_text("the edit ran as image-to-image").first.wait_for()  # the warning toast (and the note)
+    page.wait_for_timeout(600)
+    shot(page, "08-edit")
+
+
+def test_stats_and_privacy_are_readable(page, app):
+    page.get_by_role("tab", name="Stats").click()
+    page.wait_for_function("() => document.querySelector('#nb-stats')?.innerText.includes('requests')")
+    page.wait_for_timeout(1500)  # let the charts draw
+    shot(page, "09-stats")
+    page.get_by_role("tab", name="Privacy").click()
+    shot(page, "10-privacy-tab")
+    href = page.get_by_role("link", name="Privacy policy").get_attribute("href")
+    assert href == "/privacy"
+    page.goto(app.url + href)
+    assert page.locator("h1").first.inner_text() == "Privacy policy"
+    assert page.locator("#nb-generate").count() == 0  # the standalone page, not the tab
+    shot(page, "11-privacy-page")
 
 
 def test_a_person_exports_their_data_then_deletes_the_account(page, tmp_path, app):

@@ -56,7 +56,12 @@ def _json(path: Path) -> Any:
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # a step that was skipped (e.g. `--cold-starts 0`)
+        return None
 
 
 def _missing(command: str) -> list[Block]:

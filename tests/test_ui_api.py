@@ -174,6 +174,36 @@ def test_metrics_and_privacy_pages_are_served(app):
     assert policy.status_code == 200 and "<h1" in policy.text
 
 
+def test_progress_follows_the_denoising_steps(app):
+    from types import SimpleNamespace
+
+    from nanobanana.ui import StudioUI
+    from nanobanana.ui_config import load_ui_config
+
+    calls = []
+
+    def progress(value, desc=None):
+        calls.append(value)
+
+    request = SimpleNamespace(cookies={"nb_visitor": "progress-test"}, session_hash="x",
+                              client=SimpleNamespace(host="10.9.8.7"))
+    ui = StudioUI(app.studio, load_ui_config({}))
+    ui.generate("a green star on the left, black background", "1:1", 1, "", 4, 4.0, 0, True, "",
+                None, request, progress=progress)
+    assert (4, 4) in calls and calls[0] == 0
+
+
+def test_opted_in_accounts_see_announcements(app):
+    from gradio_client import Client
+
+    cookie = session_cookie(app.url)
+    c = Client(app.url, headers={"Cookie": f"session={cookie}"}, verbose=False)
+    app.studio.announce("Maintenance on Sunday 10:00 UTC.")
+    assert "Maintenance" not in c.predict(api_name="/account")[3]
+    assert "Maintenance on Sunday" in c.predict(True, api_name="/set_updates_opt_in")
+    assert c.predict(api_name="/account")[2] is True
+
+
 def test_export_then_delete_account_signs_out_of_everything(app):
     from gradio_client import Client
 

@@ -140,6 +140,19 @@ def test_too_little_allowance_is_explained_before_the_click(page):
     shot(page, "04-allowance-gating")
 
 
+def test_a_refused_prompt_shows_a_readable_message(page):
+    from ui_fixtures import BLOCKED_WORD
+
+    page.get_by_role("button", name="Sign in with Hugging Face").click()
+    page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Signed in as')")
+    page.locator("#nb-prompt textarea").fill(f"a {BLOCKED_WORD} on a white background")
+    page.locator("#nb-prompt textarea").press("Enter")  # Enter submits, like the button
+    page.get_by_text("This prompt was refused").first.wait_for()
+    assert "Traceback" not in page.content()
+    page.wait_for_timeout(600)  # let the toast finish fading in
+    shot(page, "12-refused-prompt")
+
+
 def test_a_person_edits_an_upload_and_sees_the_result_beside_it(page, tmp_path):
     from PIL import Image
 

@@ -19,8 +19,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_ui_config()
     studio = build_studio()
-    studio.generator.load()  # load the model at start-up, not on the first click
-    serve(create_app(studio, config), config)
+    serve(create_app(studio, config), config)  # building the page loads the model: no wait on first click
 
 
 if __name__ == "__main__":

@@ -112,6 +112,10 @@ def test_a_visitor_generates_sees_it_in_gallery_and_history_and_downloads_it(pag
     assert saved.read_bytes().startswith(b"\x89PNG")
     shot(page, "02-history-download")
 
+    page.reload()  # the visitor cookie keeps the same anonymous history across page loads
+    page.get_by_role("tab", name="History").click()
+    page.wait_for_function("() => document.querySelectorAll('#nb-history img').length >= 2")
+
 
 def test_a_visitor_signs_in_and_sees_the_balance_drop(page):
     page.get_by_role("button", name="Sign in with Hugging Face").click()

@@ -81,6 +81,7 @@ def sign_in_steps(app, path: str) -> tuple[list[str], str]:
 
 
 def test_hugging_face_button_signs_in_as_the_dev_profile_without_a_token(app):
+    assert "Sign in with Hugging Face" in httpx.get(app.url + "/config", timeout=30).text
     assert "**local-dev**" in account_text(app, session_cookie(app.url))
     account = app.studio.accounts.find_by_provider("local", "local-dev")
     assert account is not None and account.balance == 50
@@ -162,3 +163,17 @@ def test_app_py_starts_offline_without_a_token(tiny_model_dir, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_with_dev_login_off_there_is_no_hugging_face_sign_in_off_a_space(generator, tmp_path):
+    from nanobanana.ui_config import DevLoginConfig
+
+    studio, web = build_test_app(generator, tmp_path, ui_overrides={"dev_login": DevLoginConfig(enabled=False)})
+    try:
+        with Server(web) as server:
+            page = httpx.get(server.url + "/config", timeout=30).text
+            assert "Sign in with Hugging Face" not in page
+            login = httpx.get(server.url + "/login/huggingface", timeout=30, follow_redirects=False)
+            assert login.status_code == 404
+    finally:
+        studio.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def summarise(samples: list[dict[str, Any]], resamples: int, seed: int) -> list[
 
 
 # -- plots --------------------------------------------------------------------------------------------
-def plot(out: Path, table: list[dict[str, Any]], model: str) -> str:
+def plot(out: Path, table: list[dict[str, Any]], model: str, trained: bool) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +211,9 @@ def plot(out: Path, table: list[dict[str, Any]], model: str) -> str:
     ax.set_xticks(range(len(TASKS)), TASKS)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (images)")
-    ax.set_title(f"Prompt adherence of {model} (95% CI; black line: analyser on drawn references)")
+    ax.set_title(f"Prompt adherence of {model} (95% CI; black line: analyser on drawn references)"
+                 + ("" if trained else "\nRANDOM WEIGHTS: these scores are meaningless"),
+                 color="black" if trained else "darkred")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper right")
@@ -234,8 +237,8 @@ def plot_samples(out: Path, shown: list[tuple[Any, dict[str, Any]]]) -> str:
     for ax, (image, sample) in zip(axes.flat, shown, strict=False):
         ax.imshow(image)
         mark = "✓" if sample["correct"] else "✗"
-        words = sample["prompt"]
-        ax.set_title(f"{mark} [{sample['task']}]\n{words[:30]}\n{words[30:60]}", fontsize=6.5,
+        words = "\n".join(textwrap.wrap(sample["prompt"], 32)[:3])
+        ax.set_title(f"{mark} [{sample['task']}, {sample['split']}]\n{words}", fontsize=6.5,
                      color="green" if sample["correct"] else "red")
     fig.tight_layout()
     fig.savefig(out / "samples.png", dpi=110)
@@ -302,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         "seeds_per_prompt": n_seeds,
         "images": len(samples),
         "seconds": time.perf_counter() - started,
-        "plots": [plot(args.out, table, config.model.name), plot_samples(args.out, shown)],
+        "plots": [plot(args.out, table, config.model.name, trained), plot_samples(args.out, shown)],
     }
     write_json(args.out / "summary.json", summary)
 

@@ -392,17 +392,18 @@ def plot(out: Path, rows: list[dict[str, Any]]) -> str:
 
     causes = list(dict.fromkeys(c for c in CAUSES if any(r["cause"] == c for r in rows)))
     outcomes = list(dict.fromkeys(r["outcome"] for r in sorted(rows, key=lambda r: r["outcome"] != "ok")))
-    fig, ax = plt.subplots(figsize=(10, 0.32 * len(causes) + 1.4))
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(causes) + 1.4))
     left = [0] * len(causes)
+    palette = [c for i, c in enumerate(plt.cm.tab20.colors) if i not in (4, 5)]  # green is kept for "ok"
     for j, outcome in enumerate(outcomes):
         counts = [sum(r["cause"] == c and r["outcome"] == outcome for r in rows) for c in causes]
-        colour = "tab:green" if outcome == "ok" else plt.cm.tab20(j % 20)
+        colour = "tab:green" if outcome == "ok" else palette[j % len(palette)]
         ax.barh(causes, counts, left=left, label=outcome, color=colour)
         left = [a + b for a, b in zip(left, counts, strict=True)]
     ax.invert_yaxis()
     ax.set_xlabel("requests")
     ax.set_title("What the service answered, by cause of the request")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="answer", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "errors_by_cause.png", dpi=110)
     plt.close(fig)

@@ -250,11 +250,12 @@ def plot(out: Path, cold: list[dict], rows: list[dict], stages: list[dict], thro
     axes[0].set_xlabel("median ms per request")
     axes[0].set_title("Time per stage (p50)")
     axes[0].legend(loc="lower right")
-    sides = ["bare diffusers", "nanobanana service"]
-    data = [[r["total"] for r in rows if r["side"] == side] for side in sides]
-    axes[1].boxplot(data, tick_labels=["bare diffusers\n(pipeline call)", "nanobanana service\n(whole request)"])
-    for i, values in enumerate(data, start=1):
-        axes[1].scatter([i] * len(values), values, s=10, alpha=0.6)
+    sides = [("nanobanana service", "C0", "nanobanana service\n(whole request)"),
+             ("bare diffusers", "C1", "bare diffusers\n(pipeline call)")]
+    data = [[r["total"] for r in rows if r["side"] == side] for side, _, _ in sides]
+    axes[1].boxplot(data, tick_labels=[label for _, _, label in sides])
+    for i, (values, (_, colour, _)) in enumerate(zip(data, sides, strict=True), start=1):
+        axes[1].scatter([i] * len(values), values, s=10, alpha=0.6, color=colour)
     axes[1].set_ylabel("seconds")
     axes[1].set_ylim(bottom=0)
     axes[1].set_title(f"Warm request latency (n={len(data[0])} each)")
@@ -267,13 +268,17 @@ def plot(out: Path, cold: list[dict], rows: list[dict], stages: list[dict], thro
     cold_sides = list(dict.fromkeys(r["side"] for r in cold))
     imports = [summary([r["import_s"] for r in cold if r["side"] == s])["p50"] for s in cold_sides]
     loads = [summary([r["load_s"] for r in cold if r["side"] == s])["p50"] for s in cold_sides]
-    axes[0].barh(cold_sides, imports, label="imports")
-    axes[0].barh(cold_sides, loads, left=imports, label="load (model, database, filters)")
+    axes[0].barh(cold_sides, imports, label="imports (ours import diffusers inside load)")
+    axes[0].barh(cold_sides, loads, left=imports, label="load (model; service: + database, filters)")
     axes[0].set_xlabel("seconds (median)")
     axes[0].set_title("Cold start: import → ready")
     axes[0].legend(loc="lower right", fontsize=8)
-    labels = [f"{t['side']}\n(K={t['concurrency']})" for t in through]
-    axes[1].bar(labels, [t["requests_per_min"] for t in through], color=["C0", "C1"])
+    serial = 60 / summary([r["total"] for r in rows if r["side"] == "nanobanana service"])["mean"]
+    labels = [f"{t['side']}\n{t['concurrency']} at once" for t in through]
+    labels[-1] += " (pipeline only)"
+    axes[1].bar([*labels, "nanobanana service\none at a time"], [*(t["requests_per_min"] for t in through), serial],
+                color=["C0", "C1", "C2"])
+    axes[1].tick_params(axis="x", labelsize=8)
     axes[1].set_ylabel("requests per minute")
     axes[1].set_title("Throughput")
     fig.tight_layout()

@@ -257,9 +257,14 @@ def header(results: Path) -> list[Block]:
 
 
 # -- rendering ----------------------------------------------------------------------------------------
-def _cell(value: Any) -> str:
+INTEGER_COLUMNS = {"runs", "n", "errors", "as_expected", "prompts", "images", "correct", "requests", "concurrency"}
+
+
+def _cell(value: Any, column: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if column in INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
@@ -277,7 +282,8 @@ def markdown(title: str, blocks: list[Block]) -> str:
             lines.append("| " + " | ".join(columns) + " |")
             lines.append("|" + "|".join("---" for _ in columns) + "|")
             for row in value.itertuples(index=False):
-                lines.append("| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |")
+                cells = (_cell(v, c).replace("|", "\\|") for v, c in zip(row, columns, strict=True))
+                lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
         elif kind == "img":
             lines += [f"![{value.stem}]({value.name})", ""]
@@ -310,7 +316,9 @@ def to_html(title: str, blocks: list[Block]) -> str:
         elif kind == "table" and value is not None and len(value):
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in value.columns)
             body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+                "<tr>" + "".join(
+                    f"<td>{html.escape(_cell(v, str(c)))}</td>" for v, c in zip(row, value.columns, strict=True)
+                ) + "</tr>"
                 for row in value.itertuples(index=False)
             )
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

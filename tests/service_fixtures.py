@@ -22,6 +22,7 @@ from PIL import Image
 
 from nanobanana.db import metadata
 from nanobanana.generation import (
+    GenerationCancelled,
     GenerationFailed,
     GenerationRequest,
     GenerationResult,
@@ -87,6 +88,8 @@ class FastGenerator(Generator):
             time.sleep(self.seconds)
         if "fail" in s.prompt:
             raise GenerationFailed("The model failed while generating (injected failure).")
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled("Generation was cancelled.")
         images = []
         for i in range(s.num_images):
             red = "allred" in s.prompt or f"red{i}" in s.prompt

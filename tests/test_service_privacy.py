@@ -9,6 +9,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 import time
 import zipfile
 from datetime import timedelta
@@ -222,3 +223,27 @@ def test_prometheus_metrics_are_served_from_a_private_registry(studio):
     assert response.status_code == 200
     assert 'nanobanana_requests_total{mode="text-to-image",outcome="ok"} 1.0' in response.text
     assert "nanobanana_generation_seconds_bucket" in response.text
+
+
+def test_old_exports_and_history_past_its_retention_are_swept(studio):
+    account = studio.sign_in(ZELDA)
+    studio.generate(request(PROMPT), account.identity)
+    export = studio.export(account.identity)
+    stale = time.time() - studio.config.storage.export_expiry_minutes * 60 - 5
+    os.utime(export, (stale, stale))
+    assert studio.sweep().exports == 1 and not export.exists()
+    assert studio.history.sweep(now=utcnow() + timedelta(days=studio.config.privacy.history_retention_days + 1)) == 1
+    assert studio.privacy.history.for_account(account.id) == []
+
+
+def test_a_restart_sweeps_what_expired_while_the_service_was_down(data_dir, fast_generator):
+    first = make_studio(data_dir, fast_generator)
+    first.generate(request("a circle"), Identity.anonymous("s"))
+    with first.db.transaction() as c:
+        c.execute(images.update().values(expires_at=utcnow() - timedelta(seconds=1)))
+    first.close()
+    second = make_studio(data_dir, fast_generator)
+    try:
+        assert list(second.storage.images_dir.iterdir()) == [] and all_rows(second.db.engine)["images"] == []
+    finally:
+        second.close()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +17,7 @@ from PIL import Image
 from nanobanana.allowance import AllowanceExhausted
 from nanobanana.credits import InsufficientCredits
 from nanobanana.db import images, ledger, usage
-from nanobanana.generation import GenerationFailed, InvalidRequest, Mode
+from nanobanana.generation import GenerationCancelled, GenerationFailed, InvalidRequest, Mode
 from nanobanana.identity import Identity, OAuthProfileData
 from nanobanana.safety import ImageBlocked, PromptBlocked
 from nanobanana.studio import DuplicateRequest, ServiceError
@@ -289,3 +290,13 @@ def test_an_anonymous_retry_with_the_same_request_id_counts_once(studio, fast_ge
         studio.generate(request("a circle"), visitor, request_id="anon-retry")
     assert fast_generator.calls == 1
     assert studio.allowance_left(visitor) == studio.config.allowance.anonymous_images_per_day - 1
+
+
+def test_a_cancelled_request_is_refunded(studio):
+    account = studio.sign_in(MARIA)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(GenerationCancelled):
+        studio.generate(request("a circle"), account.identity, cancel=cancel)
+    assert studio.account_summary(account.identity).balance == account.balance
+    assert usage_outcomes(studio) == ["error:GenerationCancelled"]

@@ -138,3 +138,13 @@ def test_parallel_retries_of_one_request_charge_once(db, account_id):
 def test_the_cost_scales_with_pixels_and_steps(width, height, steps, expected):
     rule = CostRule(CreditsConfig(per_image=2, reference_pixels=1024 * 1024, reference_steps=8))
     assert rule.per_image(width, height, steps) == expected
+
+
+def test_the_migrations_create_exactly_the_schema_the_code_declares(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from nanobanana.db import metadata
+
+    with db.engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), metadata) == []

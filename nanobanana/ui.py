@@ -547,4 +547,6 @@ def serve(app: FastAPI, config: UIConfig, environ: Mapping[str, str] | None = No
     host, port = config.host(environ), config.port(environ)
     log.info("Nanobanana on http://%s:%d", host, port)
     uvicorn.run(app, host=host, port=port, proxy_headers=True,
-                forwarded_allow_ips=environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"), log_level="info")
+                forwarded_allow_ips=environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"), log_level="info",
+                # The policy promises client addresses are never written anywhere: no access log.
+                access_log=False)

@@ -163,6 +163,10 @@ def test_app_py_starts_offline_without_a_token(tiny_model_dir, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=20)
+    # The policy promises client addresses are never written down: no access log lines in the output.
+    output = process.stdout.read()
+    assert "Nanobanana on http://" in output
+    assert '"GET /' not in output and "127.0.0.1:" not in output.replace(f"http://127.0.0.1:{port}", "")
 
 
 def test_with_dev_login_off_there_is_no_hugging_face_sign_in_off_a_space(generator, tmp_path):

@@ -190,10 +190,24 @@ def safety_section(folder: Path) -> list[Block]:
     return blocks + _plots(folder, None, ["prompt_pr.png", "image_fpr.png"])
 
 
+def service_overhead_blocks(data: dict) -> list[Block]:
+    medians = data.get("median_s") or {}
+    share = data.get("overhead_share")
+    return [
+        ("h3", "Service overhead (`python -m eval service-overhead`)"),
+        ("p", f"`{data.get('model')}`, {data.get('repeats')} interleaved requests per side, database "
+              f"{data.get('database')}, safety {data.get('safety')}; the service's own share of a request: "
+              + (f"{share:.2%}." if isinstance(share, int | float) else "n/a.")),
+        ("table", pd.DataFrame([{"part": k.removesuffix("_s"), "median_ms": v * 1000} for k, v in medians.items()
+                                if isinstance(v, int | float)])),
+    ]
+
+
 def overhead_section(folder: Path) -> list[Block]:
     data = _json(folder / "overhead.json")
+    service = _json(folder / "service_overhead.json")
     if data is None:
-        return _missing("overhead")
+        return service_overhead_blocks(service) if service else _missing("overhead")
     rows = [
         {"side": "bare diffusers", "wall_ms": data["bare_median_s"] * 1000, "cpu_ms": data["bare_cpu_median_s"] * 1000},
         {"side": "nanobanana generator", "wall_ms": data["ours_median_s"] * 1000,
@@ -204,6 +218,7 @@ def overhead_section(folder: Path) -> list[Block]:
               f"interleaved calls per side; overhead (median of paired ratios): wall "
               f"{data['overhead_wall']:+.2%}, CPU {data['overhead_cpu']:+.2%}."),
         ("table", pd.DataFrame(rows)),
+        *(service_overhead_blocks(service) if service else []),
     ]
 
 

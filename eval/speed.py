@@ -165,6 +165,8 @@ def make_bare_call(pipe: Any, settings: Any) -> Any:
 def studio_row(result: Any) -> dict[str, float]:
     """One service request's timings: the studio's stages plus the generator's."""
     row = {stage: result.timings.get(stage, 0.0) for stage in (*SERVICE_STAGES, "generate", "pipeline", "total")}
+    if "write_files" in result.timings:  # part of "store": encoding and writing the PNGs
+        row["write_files"] = result.timings["write_files"]
     gen = result.generation.timings
     row.update(text_encoding=gen.text_encoding, denoising=gen.denoising, decoding=gen.decoding)
     return row
@@ -185,7 +187,10 @@ def warm_requests(studio: Any, bare_call: Any, request_for: Any, identity_for: A
 
 def stage_table(rows: list[dict]) -> list[dict[str, Any]]:
     table = []
-    for stage in (*SERVICE_STAGES[:3], *GENERATION_STAGES, "pipeline", *SERVICE_STAGES[3:], "total"):
+    present = {key for row in rows for key in row}
+    for stage in (*SERVICE_STAGES[:3], *GENERATION_STAGES, "pipeline", *SERVICE_STAGES[3:], "write_files", "total"):
+        if stage not in present:
+            continue
         entry: dict[str, Any] = {"stage": stage}
         for side, label in (("nanobanana service", "ours"), ("bare diffusers", "bare")):
             values = [r[stage] for r in rows if r["side"] == side and stage in r]
@@ -239,7 +244,7 @@ def plot(out: Path, cold: list[dict], rows: list[dict], stages: list[dict], thro
 
     names = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    shown = [s for s in stages if s["stage"] not in ("total", "pipeline")]
+    shown = [s for s in stages if s["stage"] not in ("total", "pipeline", "write_files")]
     y = range(len(shown))
     ours = [s["ours_p50_ms"] or 0 for s in shown]
     bare = [s["bare_p50_ms"] or 0 for s in shown]

@@ -271,12 +271,15 @@ class ImageStore:
     def new_export_path(self, identity: Identity, label: str) -> Path:
         return self.exports_dir / f"{self._export_prefix(identity)}-{label}-{secrets.token_urlsafe(12)}.zip"
 
+    def exports_of(self, identity: Identity) -> list[Path]:
+        """This person's export and "download all" zips that still exist."""
+        return sorted(self.exports_dir.glob(f"{self._export_prefix(identity)}-*"))
+
     def remove_exports(self, identity: Identity) -> int:
-        removed = 0
-        for path in self.exports_dir.glob(f"{self._export_prefix(identity)}-*"):
+        paths = self.exports_of(identity)
+        for path in paths:
             path.unlink(missing_ok=True)
-            removed += 1
-        return removed
+        return len(paths)
 
     # -- sweeping -----------------------------------------------------------------------------------
     def sweep(self, now: datetime | None = None) -> SweepReport:

@@ -418,6 +418,15 @@ class Studio:
         """Delete every row and file tied to this person. The caller then signs them out."""
         self.privacy.delete_account(identity)
 
+    def served_file_names(self, identity: Identity) -> set[str]:
+        """File names under which this person's images and zips are handed out.
+
+        A web framework may keep copies of served files (Gradio caches each one); on deletion the UI
+        removes copies with these names too.
+        """
+        names = {f"{image.id}.png" for image in self.storage.list(identity)}
+        return names | {path.name for path in self.storage.exports_of(identity)}
+
     def policy_markdown(self) -> str:
         return policy_markdown(
             self.config, environ=self.environ,

@@ -157,8 +157,13 @@ class StudioUI:
             paths = [getattr(f, "name", f) for f in (files or [])]
             if not paths:
                 raise gr.Error("Upload at least one image to edit.")
-            # Decoded in memory under the configured limits; the uploads are not copied anywhere.
-            pictures = [load_image(Path(p), self.limits) for p in paths]
+            try:
+                # Decoded in memory under the configured limits. Gradio wrote the raw uploads (with any
+                # EXIF metadata, e.g. GPS) to its temp folder: remove them as soon as they are read.
+                pictures = [load_image(Path(p), self.limits) for p in paths]
+            finally:
+                for p in paths:
+                    Path(p).unlink(missing_ok=True)
             req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
                                 mode=Mode.EDIT, images=pictures, strength=strength)
             progress(0, desc="Starting")
@@ -175,7 +180,7 @@ class StudioUI:
                 f"seed `{result.generation.seeds[0]}`.")
         if result.messages:
             note += " " + " ".join(result.messages)
-        return paths, gallery, note, self.header(identity)
+        return pictures, gallery, note, self.header(identity)
 
     # -- history ------------------------------------------------------------------------------------
     def history(self, profile: gr.OAuthProfile | None, request: gr.Request):
@@ -231,6 +236,7 @@ class StudioUI:
             self.studio.delete_image(self.identity(profile, request), image_id)
         except Exception as exc:
             raise user_error(exc) from None
+        forget_cached_copies({f"{image_id}.png"})
         gr.Info("Image deleted.")
         return self.history(profile, request)
 
@@ -281,9 +287,11 @@ class StudioUI:
             identity = self.identity(profile, request)
             if not identity.is_account:
                 raise gr.Error("Sign in first: there is no account to delete.")
+            served = self.studio.served_file_names(identity)
             self.studio.delete_account(identity)
         except Exception as exc:
             raise user_error(exc) from None
+        forget_cached_copies(served)
         return "Your account and everything stored about it were deleted. Signing you out…"
 
     # -- stats --------------------------------------------------------------------------------------
@@ -326,7 +334,9 @@ class StudioUI:
         defaults = model.defaults
         providers = auth.enabled_providers(config)
 
-        with gr.Blocks(title=config.title) as demo:
+        # Gradio keeps a copy of every file it serves; it may not outlive the shortest retention we promise.
+        max_age = int(self.studio.config.storage.anonymous_expiry_hours * 3600)
+        with gr.Blocks(title=config.title, delete_cache=(min(600, max_age), max_age)) as demo:
             with gr.Row():
                 with gr.Column(scale=3):
                     gr.Markdown(f"# {config.title}\n{config.tagline}")
@@ -485,6 +495,18 @@ class StudioUI:
 
 
 # -- the web app --------------------------------------------------------------------------------------
+def forget_cached_copies(names: set[str]) -> int:
+    """Delete Gradio's cached copies of files with these names (it caches each served file by name)."""
+    from gradio.utils import get_upload_folder
+
+    removed = 0
+    for path in Path(get_upload_folder()).glob("*/*"):
+        if path.name in names:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def create_app(studio: Studio, config: UIConfig | None = None,
                environ: Mapping[str, str] | None = None) -> FastAPI:
     """Gradio at `/`, plus `/metrics`, `/privacy`, `/logout` and the Google/GitHub sign-in routes."""

@@ -130,6 +130,14 @@ def test_edit_without_an_edit_pipeline_runs_image_to_image_and_says_so(app, tmp_
     assert "image-to-image" in note
 
 
+def test_raw_uploads_are_not_kept_on_the_server(app, tmp_path, signed_in):
+    from gradio.utils import get_upload_folder
+
+    files = upload(tmp_path, "keep-me-not-7f3a.png", png((0, 0, 255)))
+    client(app, signed_in).predict(files, "a red circle", 0.6, 4, 0, True, api_name="/edit")
+    assert not list(Path(get_upload_folder()).glob("*/keep-me-not-7f3a.png"))
+
+
 def test_history_lists_downloads_zips_and_deletes_my_images(app, tmp_path):
     c = client(app, session_cookie(app.url))
     gallery, table, choice, _ = c.predict(api_name="/history")
@@ -216,3 +224,5 @@ def test_export_then_delete_account_signs_out_of_everything(app):
         c.predict("no", api_name="/delete_account")
     assert "deleted" in c.predict("DELETE", api_name="/delete_account")
     assert app.studio.accounts.find_by_provider("local", "local-dev") is None
+    # Gradio had cached a copy of the export it served; deleting the account removes that copy too.
+    assert not Path(export["path"]).exists()

@@ -1,0 +1,168 @@
+"""The shapes world in words: vocabulary, caption phrasings and a parser of prompts into a `PromptSpec`.
+
+A `PromptSpec` says what an image should show: one shape kind in one colour, repeated `count` times, on a
+plain background, placed left/right/top/bottom/center when there is a single object. Conventions the
+bundled model is trained on: no background named means white; no position named means center.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, replace
+
+# Palette in sRGB. Colours are far apart so the analyser can name them by nearest palette entry.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "orange": (245, 135, 20),
+    "yellow": (245, 220, 30),
+    "green": (40, 170, 60),
+    "cyan": (40, 210, 230),
+    "blue": (35, 70, 225),
+    "purple": (135, 45, 190),
+    "pink": (245, 135, 200),
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+}
+SHAPE_COLOURS = [c for c in COLOURS if c != "gray"]
+BACKGROUNDS = list(COLOURS)
+SHAPES = ["circle", "square", "triangle", "star"]
+POSITIONS = ["center", "left", "right", "top", "bottom"]
+COUNTS = [1, 2, 3]
+DEFAULT_BACKGROUND = "white"
+DEFAULT_POSITION = "center"
+
+NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
+COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
+PLURALS = {f"{shape}s": shape for shape in SHAPES}
+SYNONYMS = {"grey": "gray", "middle": "center", "centre": "center"}
+POSITION_PHRASES = {
+    "center": ["in the center", "in the middle", "at the center"],
+    "left": ["on the left", "at the left"],
+    "right": ["on the right", "at the right"],
+    "top": ["at the top", "on the top"],
+    "bottom": ["at the bottom", "on the bottom"],
+}
+
+# {obj}: "a red circle" / "two red circles"; {bare}: "red circle(s)"; {pos}: " on the left" or "";
+# {bg}: "blue". Templates without {bg} are only used for the default (white) background.
+TRAIN_TEMPLATES = [
+    "{obj}{pos} on a {bg} background",
+    "{bare}{pos}, {bg} background",
+    "{obj}{pos} on {bg}",
+    "a picture of {obj}{pos} on a {bg} background",
+    "{obj}{pos} with a {bg} background",
+    "an image of {bare}{pos} on {bg}",
+]
+TRAIN_TEMPLATES_NO_BG = ["{obj}{pos}", "{bare}{pos}", "a picture of {obj}{pos}"]
+# Phrasings never seen in training: the same words in new orders, to measure generalisation.
+HELD_OUT_TEMPLATES = [
+    "{bg} background with {obj}{pos}",
+    "{bare}{pos} on {bg} background",
+    "on a {bg} background, {obj}{pos}",
+]
+
+VOCABULARY = sorted(
+    set(COLOURS)
+    | set(SHAPES)
+    | set(PLURALS)
+    | set(NUMBER_WORDS)
+    | set(SYNONYMS)
+    | {"center", "left", "right", "top", "bottom", "middle"}
+    | {"on", "the", "in", "at", "of", "with", "and", "picture", "image", "photo", "background", ","}
+)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """What an image should show. `None` fields were not stated in the prompt (scoring skips them)."""
+
+    colour: str | None
+    shape: str | None
+    background: str | None = None
+    position: str | None = None
+    count: int | None = None
+
+    def filled(self) -> PromptSpec:
+        """The spec with the training conventions applied: white background, center, one object."""
+        return replace(
+            self,
+            background=self.background or DEFAULT_BACKGROUND,
+            position=self.position or (DEFAULT_POSITION if (self.count or 1) == 1 else None),
+            count=self.count or 1,
+        )
+
+
+def _words(text: str) -> list[str]:
+    words = re.findall(r"[a-z]+|,", text.lower())
+    return [SYNONYMS.get(w, w) for w in words]
+
+
+def parse_prompt(text: str) -> PromptSpec:
+    """Read the colour, shape, background, position and count a prompt asks for.
+
+    "two blue stars on a black background" -> PromptSpec("blue", "star", "black", None, 2). The colour
+    right before the word "background" (or after "on", as in "a red circle on blue") is the background;
+    the first other colour is the object's.
+    """
+    words = _words(text)
+    colour = shape = background = position = None
+    count = None
+    for i, word in enumerate(words):
+        nxt = words[i + 1] if i + 1 < len(words) else ""
+        prev = words[i - 1] if i > 0 else ""
+        if word in COLOURS:
+            if nxt == "background" or (prev == "on" and nxt not in SHAPES and nxt not in PLURALS):
+                background = background or word
+            elif colour is None:
+                colour = word
+            else:
+                background = background or word
+        elif word in SHAPES or word in PLURALS:
+            shape = shape or PLURALS.get(word, word)
+            if word in PLURALS and count is None:
+                count = 2
+        elif word in NUMBER_WORDS and word not in {"a", "an"}:
+            count = NUMBER_WORDS[word]
+        elif word in {"left", "right", "top", "bottom", "center"}:
+            position = word
+    if count is None and shape is not None:
+        count = 1
+    return PromptSpec(colour, shape, background, position, count)
+
+
+def caption(spec: PromptSpec, template: str) -> str:
+    """Write `spec` with one template (see `TRAIN_TEMPLATES`); position is said only for one object."""
+    spec = spec.filled()
+    n = spec.count
+    noun = spec.shape + ("s" if n > 1 else "")
+    article = "an" if spec.colour[0] in "aeiou" else "a"
+    obj = f"{article} {spec.colour} {noun}" if n == 1 else f"{COUNT_WORDS[n]} {spec.colour} {noun}"
+    bare = f"{spec.colour} {noun}" if n == 1 else obj
+    pos = ""
+    if n == 1 and spec.position != DEFAULT_POSITION:
+        pos = " " + POSITION_PHRASES[spec.position][0]
+    text = template.format(obj=obj, bare=bare, pos=pos, bg=spec.background)
+    return text
+
+
+def random_caption(spec: PromptSpec, rng: random.Random, templates: list[str] | None = None) -> str:
+    """A training caption for `spec`: a random template and position phrasing; the background may be left
+    unsaid when it is white, and "center" is said or not at random."""
+    spec = spec.filled()
+    if templates is None:
+        templates = TRAIN_TEMPLATES + (TRAIN_TEMPLATES_NO_BG if spec.background == DEFAULT_BACKGROUND else [])
+        if spec.background == DEFAULT_BACKGROUND and rng.random() < 0.3:
+            templates = TRAIN_TEMPLATES_NO_BG
+    text = caption(spec, rng.choice(templates))
+    if spec.count == 1:
+        phrases = POSITION_PHRASES[spec.position]
+        said = phrases[0]
+        if spec.position == DEFAULT_POSITION:
+            if rng.random() < 0.25:
+                obj_end = text.find(spec.shape) + len(spec.shape)
+                return text[:obj_end] + " " + rng.choice(phrases) + text[obj_end:]
+            return text
+        return text.replace(said, rng.choice(phrases), 1)
+    return text

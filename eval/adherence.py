@@ -64,8 +64,8 @@ TASKS = ("colour", "shape", "count", "position", "two_objects")
 SPLITS = ("seen", "new_phrasing", "held_out_combo")
 UNTRAINED = "untrained"
 RANDOM_WEIGHTS_NOTE = (
-    "The bundled model (models/nanobanana-shapes) is not built here, so this ran on {model}, which has "
-    "random weights: its scores are meaningless and only show that the evaluation runs end to end."
+    "This ran on {model}, which has random weights (the trained bundled model, models/nanobanana-shapes, "
+    "is not here): its scores are meaningless and only show that the evaluation runs end to end."
 )
 
 
@@ -256,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
     config = generation_config(model_ref)
     generator = Generator(config)
     generator.load()
-    trained = config.model.name == "nanobanana-shapes"
+    # Random weights: the test model, or an architecture built by model_builder and never trained.
+    trained = config.model.name != "tiny-random" and "untrained" not in config.model.name
     note = None if trained else RANDOM_WEIGHTS_NOTE.format(model=config.model.name)
     if note:
         print("NOTE: " + note, flush=True)

@@ -179,3 +179,12 @@ def test_a_local_model_loads_without_touching_the_network(tiny_generation_config
     monkeypatch.setattr(socket.socket, "connect", no_network)
     generator = Generator(tiny_generation_config)
     assert generator.load().base.unet is not None
+
+
+def test_a_missing_model_folder_says_how_to_build_it(tmp_path):
+    from nanobanana.generation import Generator, ModelLoadError
+
+    config = load_generation_config(environ={"NANOBANANA_MODEL": "tiny-random"})
+    missing = config.model.model_copy(update={"source": str(tmp_path / "nowhere")})
+    with pytest.raises(ModelLoadError, match=r"python -m nanobanana\.model_builder"):
+        Generator(config.model_copy(update={"model": missing})).load()

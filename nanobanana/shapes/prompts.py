@@ -46,21 +46,25 @@ POSITION_PHRASES = {
 }
 
 # {obj}: "a red circle" / "two red circles"; {bare}: "red circle(s)"; {pos}: " on the left" or "";
-# {bg}: "blue". Templates without {bg} are only used for the default (white) background.
+# {bg}: "blue"; {a_bg}: "a blue" / "an orange". Templates without a background are only used for the
+# default (white) background. Both orders (object first, background first) are in training.
 TRAIN_TEMPLATES = [
-    "{obj}{pos} on a {bg} background",
+    "{obj}{pos} on {a_bg} background",
     "{bare}{pos}, {bg} background",
     "{obj}{pos} on {bg}",
-    "a picture of {obj}{pos} on a {bg} background",
-    "{obj}{pos} with a {bg} background",
+    "a picture of {obj}{pos} on {a_bg} background",
+    "{obj}{pos} with {a_bg} background",
     "an image of {bare}{pos} on {bg}",
+    "{bg} background, {obj}{pos}",
+    "{a_bg} background with {obj}{pos}",
 ]
 TRAIN_TEMPLATES_NO_BG = ["{obj}{pos}", "{bare}{pos}", "a picture of {obj}{pos}"]
-# Phrasings never seen in training: the same words in new orders, to measure generalisation.
+# Phrasings never seen in training: the same words in new combinations, to measure generalisation.
 HELD_OUT_TEMPLATES = [
-    "{bg} background with {obj}{pos}",
     "{bare}{pos} on {bg} background",
-    "on a {bg} background, {obj}{pos}",
+    "on {a_bg} background, {obj}{pos}",
+    "an image of {obj}{pos} with {a_bg} background",
+    "{bg} background with {bare}{pos}",
 ]
 
 VOCABULARY = sorted(
@@ -143,7 +147,8 @@ def caption(spec: PromptSpec, template: str) -> str:
     pos = ""
     if n == 1 and spec.position != DEFAULT_POSITION:
         pos = " " + POSITION_PHRASES[spec.position][0]
-    text = template.format(obj=obj, bare=bare, pos=pos, bg=spec.background)
+    a_bg = f"{'an' if spec.background[0] in 'aeiou' else 'a'} {spec.background}"
+    text = template.format(obj=obj, bare=bare, pos=pos, bg=spec.background, a_bg=a_bg)
     return text
 
 

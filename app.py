@@ -19,7 +19,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_ui_config()
     studio = build_studio()
-    serve(create_app(studio, config), config)  # building the page loads the model: no wait on first click
+    studio.warm_up()  # the model and the safety models load now, not on the first click
+    serve(create_app(studio, config), config)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,12 @@ class SafetyGate:
                     self._checker = self._checker()  # type: ignore[operator]
         return self._checker  # type: ignore[return-value]
 
+    def warm_up(self) -> None:
+        """Build the checker and load its models now, so the first request does not pay for it."""
+        warm = getattr(self.checker, "warm_up", None)
+        if callable(warm):
+            warm()
+
     def _enabled(self, name: str) -> bool:
         # A SafetyChecker with a filter switched off in configs/safety.yaml has that attribute set to None.
         return getattr(self.checker, name, True) is not None

@@ -418,6 +418,11 @@ class Studio:
         """Delete every row and file tied to this person. The caller then signs them out."""
         self.privacy.delete_account(identity)
 
+    def warm_up(self) -> None:
+        """Load the model and the safety models at start-up rather than on the first click."""
+        self.generator.load()
+        self.safety.warm_up()
+
     def served_file_names(self, identity: Identity) -> set[str]:
         """File names under which this person's images and zips are handed out.
 

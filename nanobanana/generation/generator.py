@@ -6,6 +6,7 @@ keep per-call state, so two calls on one pipeline at the same time would corrupt
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import secrets
@@ -310,7 +311,7 @@ class Generator:
             kwargs["strength"] = settings.strength
         if settings.pipeline != "image-to-image":
             kwargs["width"], kwargs["height"] = settings.width, settings.height
-        accepted = inspect.signature(pipe.__call__).parameters
+        accepted = _call_parameters(type(pipe))
         return {k: v for k, v in kwargs.items() if k in accepted}
 
     # -- steps 2-4: run -------------------------------------------------------------------------------
@@ -341,7 +342,7 @@ class Generator:
                 on_step(step + 1, getattr(pipe, "_num_timesteps", None) or plan.settings.steps)
             return callback_kwargs
 
-        if "callback_on_step_end" in inspect.signature(plan.pipe.__call__).parameters:
+        if "callback_on_step_end" in _call_parameters(type(plan.pipe)):
             plan.call_kwargs["callback_on_step_end"] = step_end
 
         with self._run_lock:
@@ -377,6 +378,12 @@ class Generator:
             timings=timings,
             warnings=plan.warnings,
         )
+
+
+@functools.cache
+def _call_parameters(pipeline_class: type) -> frozenset[str]:
+    """Argument names a pipeline's `__call__` accepts (computed once per class: it is on the hot path)."""
+    return frozenset(inspect.signature(pipeline_class.__call__).parameters)
 
 
 def _fit_image(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -59,6 +59,7 @@ class Settings:
     vae_crop: int
     decoder_steps: int
     decoder_lr: float
+    decoder_batch: int
     only_decoder: bool
     dataset_size: int
     unet_steps: int
@@ -178,7 +179,7 @@ def finetune_decoder(vae, s: Settings, size: int) -> None:
     t0, last_ckpt, seen, running = time.time(), time.time(), 0, []
     for step in range(start, s.decoder_steps):
         rng = _step_rng(s.seed, "decoder", step)
-        x = images_to_tensor([render(random_spec(rng), size, rng.randrange(1 << 30)) for _ in range(s.vae_batch)])
+        x = images_to_tensor([render(random_spec(rng), size, rng.randrange(1 << 30)) for _ in range(s.decoder_batch)])
         gen = torch.Generator().manual_seed(s.seed * 15485863 + step)
         with torch.no_grad():
             posterior = vae.encode(x).latent_dist
@@ -198,7 +199,7 @@ def finetune_decoder(vae, s: Settings, size: int) -> None:
             rate = seen / (time.time() - t0)
             mse = F.mse_loss(recon.detach().clamp(-1, 1), x).item() / 4
             psnr = 10 * math.log10(1 / max(mse, 1e-10))
-            eta = (s.decoder_steps - step - 1) * s.vae_batch / max(rate, 1e-9)
+            eta = (s.decoder_steps - step - 1) * s.decoder_batch / max(rate, 1e-9)
             _log(
                 f"decoder step {step + 1}/{s.decoder_steps} loss {np.mean(running):.4f} psnr {psnr:.1f} dB "
                 f"{rate:.0f} samples/s lr {lr:.2e} eta {eta / 60:.1f} min"
@@ -508,22 +509,23 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--work", type=Path, default=REPO_ROOT / "runs/bundled", help="checkpoints, caches, logs")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="model config with a build: section")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--vae-steps", type=int, default=2500)
-    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (more spin on a busy CPU)")
+    p.add_argument("--vae-steps", type=int, default=1200)
+    p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--vae-crop", type=int, default=32, help="side of the random crops the VAE trains on")
-    p.add_argument("--decoder-steps", type=int, default=1500, help="whole-image decoder fine-tuning")
+    p.add_argument("--decoder-steps", type=int, default=1000, help="whole-image decoder fine-tuning")
     p.add_argument("--decoder-lr", type=float, default=5e-4)
+    p.add_argument("--decoder-batch", type=int, default=16)
     p.add_argument(
         "--only-decoder",
         action="store_true",
         help="fine-tune the decoder of --work/vae in place and stop (the latent space is unchanged)",
     )
-    p.add_argument("--dataset-size", type=int, default=60000, help="renders in the latent cache")
-    p.add_argument("--unet-steps", type=int, default=9000)
+    p.add_argument("--dataset-size", type=int, default=20000, help="renders in the latent cache")
+    p.add_argument("--unet-steps", type=int, default=7600)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--ema-decay", type=float, default=0.998)
     p.add_argument("--cfg-dropout", type=float, default=0.1, help="share of empty captions")
@@ -531,7 +533,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-minutes", type=float, default=5)
     p.add_argument("--eval-minutes", type=float, default=10, help="0: evaluate only at the end")
-    p.add_argument("--eval-per-group", type=int, default=48)
+    p.add_argument("--eval-per-group", type=int, default=24)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: config defaults.steps)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: config defaults)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --work")
@@ -550,6 +552,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         vae_crop=a.vae_crop,
         decoder_steps=a.decoder_steps,
         decoder_lr=a.decoder_lr,
+        decoder_batch=a.decoder_batch,
         only_decoder=a.only_decoder,
         dataset_size=a.dataset_size,
         unet_steps=a.unet_steps,
@@ -572,7 +575,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         s.vae_steps = a.vae_steps if a.vae_steps != p.get_default("vae_steps") else 2
         s.unet_steps = a.unet_steps if a.unet_steps != p.get_default("unet_steps") else 3
         s.decoder_steps = a.decoder_steps if a.decoder_steps != p.get_default("decoder_steps") else 2
-        s.vae_batch, s.vae_crop, s.dataset_size, s.batch, s.warmup = 4, 32, 32, 8, 1
+        s.vae_batch, s.decoder_batch, s.vae_crop, s.dataset_size, s.batch, s.warmup = 4, 4, 32, 32, 8, 1
         s.log_every, s.eval_minutes, s.eval_per_group, s.steps = 1, 0, 1, 2
     return s
 

@@ -27,7 +27,7 @@ ADHERENCE_PROMPTS = [
     "a white star on black",
     "pink triangle, cyan background",
 ]
-MIN_COLOUR_SHAPE = 3  # of 8; see the README for the rate measured on 48 prompts per group
+MIN_COLOUR_SHAPE = 6  # of 8 (8 measured); 0.96 on 48 seen prompts, see the README
 
 
 @pytest.fixture(scope="module")

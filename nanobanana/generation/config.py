@@ -60,6 +60,7 @@ class ModelConfig(BaseModel):
     defaults: Defaults = Field(default_factory=Defaults)
     speedups: Speedups = Field(default_factory=Speedups)
     build: dict[str, Any] | None = Field(None, description="Architecture for model_builder (test models).")
+    build_command: str | None = Field(None, description="How to (re)create the local folder when it is missing.")
 
     @field_validator("scheduler_options")
     @classmethod

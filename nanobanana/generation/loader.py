@@ -100,9 +100,8 @@ def _load_error_message(config: ModelConfig, exc: Exception) -> str:
     name = type(exc).__name__
     if config.is_local and not (config.local_path / "model_index.json").exists():
         hint = (
-            f"build it with `python -m nanobanana.model_builder --config configs/models/{config.name}.yaml "
-            f"--out {config.source}`"
-            if config.build
+            f"create it with `{config.build_command}`"
+            if config.build_command
             else "point the config's `source` (or NANOBANANA_MODEL) at a diffusers model folder or a hub id"
         )
         return f"The model folder {config.local_path} does not exist or holds no model_index.json: {hint}."

@@ -9,11 +9,17 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nanobanana.cli import print_json
 from nanobanana.errors import ConfigError, NanobananaError
 from nanobanana.identity import OAuthProfileData
+
+if TYPE_CHECKING:
+    from nanobanana.studio import Studio
 
 
 class OperatorError(NanobananaError):
@@ -24,11 +30,16 @@ def _no_safety_needed():
     raise ConfigError("Operator commands do not generate images; no safety filter was loaded.")
 
 
-def open_studio():
+@contextmanager
+def open_studio() -> Iterator[Studio]:
     """The studio for operator tasks: same data folder and database as the app, no sweeper thread."""
     from nanobanana.studio import build_studio
 
-    return build_studio(safety=_no_safety_needed, start_sweeper=False)
+    studio = build_studio(safety=_no_safety_needed, start_sweeper=False)
+    try:
+        yield studio
+    finally:
+        studio.close()
 
 
 def generate_as(user: str, request, *, generator=None, **kwargs):
@@ -111,8 +122,7 @@ def _account_payload(account) -> dict:
 
 # -- handlers ----------------------------------------------------------------------------------------
 def users_add(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         provider_id = args.provider_user_id or args.username
         if studio.accounts.find_by_provider(args.provider, provider_id) is not None:
             raise OperatorError(f"An account for {args.provider} user {provider_id!r} already exists.")
@@ -122,36 +132,27 @@ def users_add(args):
             account = studio.accounts.get(account.id)
         return _out(args, {"account": _account_payload(account), **_account_payload(account)},
                     f"Created account {account.username} ({account.id}) with {account.balance} credits.")
-    finally:
-        studio.close()
 
 
 def users_list(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         accounts = studio.accounts.list()
         lines = [f"{a.username:24} {a.balance:>8} credits  {a.provider:12} {a.id}" for a in accounts]
         return _out(args, {"users": [_account_payload(a) for a in accounts]},
                     "\n".join(lines) if lines else "No accounts yet.")
-    finally:
-        studio.close()
 
 
 def users_show(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         account = studio.accounts.resolve(args.user)
         images = studio.list_images(account.identity)
         payload = {**_account_payload(account), "images": len(images)}
         text = "\n".join(f"{k}: {v}" for k, v in payload.items())
         return _out(args, payload, text)
-    finally:
-        studio.close()
 
 
 def credits_grant(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         account = studio.accounts.resolve(args.user)
         if args.amount > 0:
             balance = studio.ledger_service.grant(account.id, args.amount, args.reason)
@@ -159,13 +160,10 @@ def credits_grant(args):
             balance = studio.ledger_service.adjust(account.id, args.amount, args.reason)
         return _out(args, {"username": account.username, "delta": args.amount, "balance": balance},
                     f"{account.username}: {args.amount:+d} credits ({args.reason}); balance {balance}.")
-    finally:
-        studio.close()
 
 
 def credits_history(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         account = studio.accounts.resolve(args.user)
         entries = [e.to_dict() for e in studio.ledger_service.history(account.id)]
         lines = [
@@ -174,13 +172,10 @@ def credits_history(args):
         ]
         return _out(args, {"username": account.username, "entries": entries},
                     "\n".join(lines) if lines else f"{account.username} has no ledger entries.")
-    finally:
-        studio.close()
 
 
 def export(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         account = studio.accounts.resolve(args.user)
         made = studio.export(account.identity)
         out = Path(args.out)
@@ -188,35 +183,26 @@ def export(args):
         shutil.move(made, out)
         return _out(args, {"username": account.username, "path": str(out), "bytes": out.stat().st_size},
                     f"Wrote everything stored about {account.username} to {out}.")
-    finally:
-        studio.close()
 
 
 def delete_account(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         account = studio.accounts.resolve(args.user)
         studio.delete_account(account.identity)
         return _out(args, {"username": account.username, "deleted": True},
                     f"Deleted account {account.username} and every record and file tied to it.")
-    finally:
-        studio.close()
 
 
 def sweep(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         report = studio.sweep()
         return _out(args, report.to_dict(),
                     f"Removed {report.images} expired image(s), {report.files} file(s), {report.exports} "
                     f"export(s), {report.history} history row(s).")
-    finally:
-        studio.close()
 
 
 def announce(args):
-    studio = open_studio()
-    try:
+    with open_studio() as studio:
         report = studio.announce(args.text)
         mail = (f"e-mailed to {report.emailed} opted-in account(s)"
                 + (f", {report.email_failures} failed" if report.email_failures else "")
@@ -225,8 +211,6 @@ def announce(args):
                    "email_failures": report.email_failures, "email_enabled": report.email_enabled}
         return _out(args, payload, f"Posted announcement {report.announcement.id}; shown in the app to "
                                    f"opted-in accounts, {mail}.")
-    finally:
-        studio.close()
 
 
 # -- wiring ------------------------------------------------------------------------------------------

@@ -129,21 +129,26 @@ class StudioUI:
             identity = self.identity(profile, request)
             req = self._request(prompt, ratio, num_images, negative, steps, guidance, seed, randomize,
                                 scheduler)
-            progress(0, desc="Starting")
-            result = self.studio.generate(
-                req, identity, on_step=lambda step, total: progress((step, total), desc="Denoising")
-            )
-            gallery = self._gallery(identity, result.images)
+            result, gallery = self._run(req, identity, progress)
         except Exception as exc:
             raise user_error(exc) from None
-        for message in result.messages:
-            gr.Warning(message)
         seeds = ", ".join(f"`{image.seed}`" for image in result.images)
         took = result.timings.get("total", 0.0)
         info = (f"Seeds: {seeds} · {took:.1f} s. To reproduce an image, untick *randomize* under "
                 f"Advanced and enter its seed.")
         first = result.images[0].seed if result.images else seed
         return gallery, info, first, self.header(identity)
+
+    def _run(self, req: GenerationRequest, identity: Identity, progress: gr.Progress):
+        """One request through the studio with a progress bar; returns the result and its gallery."""
+        progress(0, desc="Starting")
+        result = self.studio.generate(
+            req, identity, on_step=lambda step, total: progress((step, total), desc="Denoising")
+        )
+        gallery = self._gallery(identity, result.images)
+        for message in result.messages:
+            gr.Warning(message)
+        return result, gallery
 
     def _gallery(self, identity: Identity, images) -> list[tuple[str, str]]:
         return [(str(self.studio.image_path(identity, image.id)), f"seed {image.seed}") for image in images]
@@ -166,15 +171,9 @@ class StudioUI:
                     Path(p).unlink(missing_ok=True)
             req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
                                 mode=Mode.EDIT, images=pictures, strength=strength)
-            progress(0, desc="Starting")
-            result = self.studio.generate(
-                req, identity, on_step=lambda step, total: progress((step, total), desc="Denoising")
-            )
-            gallery = self._gallery(identity, result.images)
+            result, gallery = self._run(req, identity, progress)
         except Exception as exc:
             raise user_error(exc) from None
-        for message in result.messages:
-            gr.Warning(message)
         settings = result.generation.settings
         note = (f"Ran as **{settings.mode.value}** ({settings.pipeline}), strength {settings.strength}, "
                 f"seed `{result.generation.seeds[0]}`.")

@@ -144,19 +144,23 @@ def train_vae(vae, s: Settings, size: int) -> None:
         seen += len(x)
         running.append(loss.item())
         if (step + 1) % s.log_every == 0 or step + 1 == s.vae_steps:
-            rate = seen / (time.time() - t0)
-            mse = F.mse_loss(recon.detach().clamp(-1, 1), x).item() / 4  # in [0, 1] units
-            psnr = 10 * math.log10(1 / max(mse, 1e-10))
-            eta = (s.vae_steps - step - 1) * s.vae_batch / max(rate, 1e-9)
-            _log(
-                f"vae step {step + 1}/{s.vae_steps} loss {np.mean(running):.4f} psnr {psnr:.1f} dB "
-                f"{rate:.0f} samples/s lr {lr:.2e} eta {eta / 60:.1f} min"
-            )
+            _log_reconstruction("vae", step, s.vae_steps, s.vae_batch, running, recon, x, lr, seen / (time.time() - t0))
             running = []
         if time.time() - last_ckpt > s.ckpt_minutes * 60 or step + 1 == s.vae_steps:
             _save_atomic({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
             last_ckpt = time.time()
     vae.eval()
+
+
+def _log_reconstruction(phase, step, total, batch, losses, recon, x, lr, rate) -> None:
+    """One progress line of a VAE phase: loss, PSNR of the last batch, speed and time left."""
+    mse = F.mse_loss(recon.detach().clamp(-1, 1), x).item() / 4  # in [0, 1] units
+    psnr = 10 * math.log10(1 / max(mse, 1e-10))
+    eta = (total - step - 1) * batch / max(rate, 1e-9)
+    _log(
+        f"{phase} step {step + 1}/{total} loss {np.mean(losses):.4f} psnr {psnr:.1f} dB "
+        f"{rate:.0f} samples/s lr {lr:.2e} eta {eta / 60:.1f} min"
+    )
 
 
 def finetune_decoder(vae, s: Settings, size: int) -> None:
@@ -196,13 +200,8 @@ def finetune_decoder(vae, s: Settings, size: int) -> None:
         seen += len(x)
         running.append(loss.item())
         if (step + 1) % s.log_every == 0 or step + 1 == s.decoder_steps:
-            rate = seen / (time.time() - t0)
-            mse = F.mse_loss(recon.detach().clamp(-1, 1), x).item() / 4
-            psnr = 10 * math.log10(1 / max(mse, 1e-10))
-            eta = (s.decoder_steps - step - 1) * s.decoder_batch / max(rate, 1e-9)
-            _log(
-                f"decoder step {step + 1}/{s.decoder_steps} loss {np.mean(running):.4f} psnr {psnr:.1f} dB "
-                f"{rate:.0f} samples/s lr {lr:.2e} eta {eta / 60:.1f} min"
+            _log_reconstruction(
+                "decoder", step, s.decoder_steps, s.decoder_batch, running, recon, x, lr, seen / (time.time() - t0)
             )
             running = []
         if time.time() - last_ckpt > s.ckpt_minutes * 60 or step + 1 == s.decoder_steps:

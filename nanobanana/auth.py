@@ -51,13 +51,14 @@ def userinfo(
     }
 
 
-def session_entry(claims: dict[str, Any], access_token: str = "", scope: str = "openid profile") -> dict:
+def session_entry(claims: dict[str, Any], access_token: str = "", scope: str = "openid profile",
+                  hours: float = SESSION_HOURS) -> dict:
     """What goes into `request.session["oauth_info"]` (the shape Gradio's own sign-in writes)."""
     return {
         "access_token": access_token,
         "token_type": "bearer",
         "scope": scope,
-        "expires_at": int(time.time()) + SESSION_HOURS * 3600,
+        "expires_at": int(time.time() + hours * 3600),
         "userinfo": claims,
     }
 
@@ -70,6 +71,12 @@ def profile_data(profile: Mapping[str, Any]) -> OAuthProfileData:
         username=str(profile.get("preferred_username") or profile.get("name") or "user"),
         email=profile.get("email") or None,
     )
+
+
+def session_person(claims: Mapping[str, Any]) -> tuple[str, str]:
+    """(provider, provider user id) of a session's claims: what a server-side sign-in session belongs to."""
+    profile = profile_data(claims)
+    return profile.provider, profile.provider_user_id
 
 
 # -- the session secret ---------------------------------------------------------------------------
@@ -197,7 +204,8 @@ def add_provider_routes(app: FastAPI, config: UIConfig, studio: Any) -> list[str
                     status_code=400,
                 )
             studio.sign_in(profile_data(claims))
-            request.session["oauth_info"] = session_entry(claims, scope=name)
+            request.session["oauth_info"] = session_entry(claims, scope=name,
+                                                          hours=studio.config.privacy.sign_in_hours)
             return RedirectResponse("/", status_code=302)
 
         # Explicit paths: a /login/{provider} pattern would shadow Gradio's /login/huggingface.

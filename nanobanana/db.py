@@ -128,6 +128,35 @@ announcements = sa.Table(
     sa.Column("emailed", sa.Integer, nullable=False, default=0),
 )
 
+# Sign-in sessions, checked on every request so that sign-out and account deletion end them at once.
+# `subject` is a keyed hash of provider + provider user id (see `instance_secrets`), never the id itself.
+sign_in_sessions = sa.Table(
+    "sign_in_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # sha256 of the session id in the cookie
+    sa.Column("subject", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Index("ix_sign_in_sessions_subject", "subject"),
+)
+
+# Deleted accounts, remembered only as that keyed hash for a stated time: signing up again within it
+# gives no second sign-up grant.
+closed_accounts = sa.Table(
+    "closed_accounts",
+    metadata,
+    sa.Column("subject", sa.String(64), primary_key=True),
+    sa.Column("forget_at", sa.DateTime, nullable=False),
+)
+
+# Random keys made once per installation and shared by every replica (the hash key of `subject`).
+instance_secrets = sa.Table(
+    "instance_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+)
+
 
 def _sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'nanobanana.db'}"

@@ -46,6 +46,8 @@ class PrivacyConfig(BaseModel):
     operator_name: str = "the operator of this Nanobanana instance"
     contact: str = "privacy@example.org"
     history_retention_days: float = Field(90, gt=0)
+    sign_in_hours: float = Field(8, gt=0)  # a sign-in lasts this long, then the person signs in again
+    closed_account_days: float = Field(30, ge=0)  # how long a deleted account's keyed hash is kept
     third_parties: list[str] = Field(default_factory=list)
 
 

@@ -275,6 +275,14 @@ class ImageStore:
         """This person's export and "download all" zips that still exist."""
         return sorted(self.exports_dir.glob(f"{self._export_prefix(identity)}-*"))
 
+    def export_file(self, identity: Identity, name: str) -> Path | None:
+        """This person's zip called `name` if it exists and has not expired (the sweep may lag)."""
+        cutoff = time.time() - self.config.export_expiry_minutes * 60
+        for path in self.exports_of(identity):
+            if path.name == name and path.stat().st_mtime >= cutoff:
+                return path
+        return None
+
     def remove_exports(self, identity: Identity) -> int:
         paths = self.exports_of(identity)
         for path in paths:

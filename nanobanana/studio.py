@@ -42,6 +42,7 @@ from nanobanana.identity import (
 from nanobanana.privacy import Privacy, policy_markdown
 from nanobanana.safety_gate import ImageBlocked, PromptBlocked, SafetyFilter, SafetyGate, all_blocked_error
 from nanobanana.service_config import ServiceConfig, load_service_config
+from nanobanana.sessions import SignInSessions
 from nanobanana.storage import ImageNotFound, ImageStore, StoredImage, SweepReport
 from nanobanana.usage import UsageEvent, UsageRecorder, UsageStats, error_outcome
 
@@ -137,6 +138,7 @@ class Studio:
         self.usage = UsageRecorder(db)
         self.privacy = Privacy(db, self.accounts, self.ledger_service, self.storage, self.history)
         self.announcer = Announcements(db, self.accounts, config.smtp, config.privacy.operator_name)
+        self.sessions = SignInSessions(db, config.privacy.sign_in_hours, config.privacy.closed_account_days)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
@@ -228,6 +230,7 @@ class Studio:
             self._fail(identity, request_id, reserved, exc, event, timings, started)
             if isinstance(exc, NanobananaError) or not isinstance(exc, Exception):
                 raise
+            log.error("request failed unexpectedly (%s)", type(exc).__name__, exc_info=exc)
             raise ServiceError(
                 f"Something went wrong on our side ({type(exc).__name__}); nothing was charged. Try again."
             ) from exc
@@ -343,14 +346,16 @@ class Studio:
 
     # -- accounts ---------------------------------------------------------------------------------
     def sign_in(self, profile: OAuthProfileData) -> Account:
-        """The account for this sign-in, created (with the sign-up grant) on the first one."""
+        """The account for this sign-in, created on the first one: with the sign-up grant, unless this
+        person deleted an account here within `privacy.closed_account_days`."""
         found = self.accounts.find_by_provider(profile.provider, str(profile.provider_user_id))
         if found is not None:
             return found
         try:
             with self.db.transaction() as conn:
                 account = self.accounts.create(profile, conn)
-                if self.config.credits.signup_grant:
+                returning = self.sessions.was_closed(profile.provider, str(profile.provider_user_id), conn)
+                if self.config.credits.signup_grant and not returning:
                     self.ledger_service.grant(
                         account.id, self.config.credits.signup_grant, "sign-up grant", conn,
                         request_id="signup"
@@ -362,6 +367,11 @@ class Studio:
             if found is None:
                 raise
             return found
+
+    def signed_in(self, profile: OAuthProfileData) -> Identity | None:
+        """The account of a sign-in if it exists; never creates one (for routes outside the page)."""
+        found = self.accounts.find_by_provider(profile.provider, str(profile.provider_user_id))
+        return found.identity if found is not None else None
 
     def _account(self, identity: Identity) -> Account:
         if not identity.is_account:
@@ -415,7 +425,11 @@ class Studio:
         return self.privacy.export(identity)
 
     def delete_account(self, identity: Identity) -> None:
-        """Delete every row and file tied to this person. The caller then signs them out."""
+        """Delete every row and file tied to this person and end all their sign-in sessions; only a keyed
+        hash of the sign-in stays, for `privacy.closed_account_days` (no second sign-up grant)."""
+        account = self._account(identity)
+        self.sessions.close_all(account.provider, account.provider_user_id)
+        self.sessions.remember_closed(account.provider, account.provider_user_id)
         self.privacy.delete_account(identity)
 
     def warm_up(self) -> None:
@@ -423,14 +437,9 @@ class Studio:
         self.generator.load()
         self.safety.warm_up()
 
-    def served_file_names(self, identity: Identity) -> set[str]:
-        """File names under which this person's images and zips are handed out.
-
-        A web framework may keep copies of served files (Gradio caches each one); on deletion the UI
-        removes copies with these names too.
-        """
-        names = {f"{image.id}.png" for image in self.storage.list(identity)}
-        return names | {path.name for path in self.storage.exports_of(identity)}
+    def export_path(self, identity: Identity, name: str) -> Path | None:
+        """One of this person's export or "download all" zips by file name, while it is kept."""
+        return self.storage.export_file(identity, name)
 
     def policy_markdown(self) -> str:
         return policy_markdown(
@@ -446,6 +455,7 @@ class Studio:
         """Delete expired images, files, exports and history rows."""
         report = self.storage.sweep()
         history = self.history.sweep()
+        self.sessions.sweep()
         return SweepReport(report.images, report.files, report.exports, history)
 
     def metrics_app(self) -> Any:

@@ -5,7 +5,8 @@
 
 Handlers only translate between widgets and the service: they work out who is asking, call one `Studio`
 method and turn its result or its `NanobananaError` into what the page shows. They never touch the model,
-the database or file paths themselves.
+the database or file paths themselves. Stored images and zips are handed out as links to `/files/...`, a
+route that checks the owner on every request; none of them enters Gradio's public file cache.
 """
 
 import logging
@@ -13,7 +14,6 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -21,12 +21,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.middleware.sessions import SessionMiddleware
 
-from nanobanana import auth
+from nanobanana import auth, web_guard
 from nanobanana.errors import NanobananaError
-from nanobanana.generation import GenerationRequest, Mode, load_image
+from nanobanana.generation import GenerationRequest, Mode, load_images
 from nanobanana.identity import Identity
 from nanobanana.studio import Studio
 from nanobanana.ui_config import UIConfig, load_ui_config
+from nanobanana.ui_files import LinkedFile, UploadedImages, file_routes, site_root
 from nanobanana.ui_web import VisitorCookie, mcp_available, render_policy_page, safe_target, visitor_id
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,17 @@ QUOTE_PROMPT = "quote"  # check_request wants a prompt; the cost does not depend
 
 
 def user_error(exc: BaseException) -> gr.Error:
-    """A readable message for any failure: ours as written, anything else generic (and logged)."""
+    """A readable message for any failure: ours as written (logged as one line: its kind, never the prompt
+    or the message), anything else generic (logged with its traceback). Gradio prints neither again."""
     if isinstance(exc, gr.Error):
+        log.info("request refused: %s", type(exc).__name__)
+        exc.print_exception = False
         return exc
     if isinstance(exc, NanobananaError):
-        return gr.Error(str(exc))
-    log.exception("unexpected error in a UI handler", exc_info=exc)
-    return gr.Error(GENERIC_ERROR)
+        log.info("request refused: %s", type(exc).__name__)
+        return gr.Error(str(exc), print_exception=False)
+    log.error("unexpected error in a UI handler (%s)", type(exc).__name__, exc_info=exc)
+    return gr.Error(GENERIC_ERROR, print_exception=False)
 
 
 def _ago(when: datetime) -> str:
@@ -67,6 +72,8 @@ class StudioUI:
         self.generator = studio.generator
         self.limits = studio.generator.config.limits
         self.model = studio.generator.config.model
+        # Uploads are shrunk to the largest size the model makes as soon as they are decoded.
+        self.max_input_side = max(max(size.width, size.height) for size in studio.generator.sizes())
 
     # -- who is asking ------------------------------------------------------------------------------
     def identity(self, profile: gr.OAuthProfile | None, request: gr.Request | None) -> Identity:
@@ -129,7 +136,7 @@ class StudioUI:
             identity = self.identity(profile, request)
             req = self._request(prompt, ratio, num_images, negative, steps, guidance, seed, randomize,
                                 scheduler)
-            result, gallery = self._run(req, identity, progress)
+            result, gallery = self._run(req, identity, request, progress)
         except Exception as exc:
             raise user_error(exc) from None
         seeds = ", ".join(f"`{image.seed}`" for image in result.images)
@@ -139,39 +146,42 @@ class StudioUI:
         first = result.images[0].seed if result.images else seed
         return gallery, info, first, self.header(identity)
 
-    def _run(self, req: GenerationRequest, identity: Identity, progress: gr.Progress):
+    def _run(self, req: GenerationRequest, identity: Identity, request: gr.Request, progress: gr.Progress):
         """One request through the studio with a progress bar; returns the result and its gallery."""
         progress(0, desc="Starting")
         result = self.studio.generate(
             req, identity, on_step=lambda step, total: progress((step, total), desc="Denoising")
         )
-        gallery = self._gallery(identity, result.images)
+        gallery = self._gallery(request, result.images)
         for message in result.messages:
             gr.Warning(message)
         return result, gallery
 
-    def _gallery(self, identity: Identity, images) -> list[tuple[str, str]]:
-        return [(str(self.studio.image_path(identity, image.id)), f"seed {image.seed}") for image in images]
+    @staticmethod
+    def _gallery(request: gr.Request, images) -> list[tuple[str, str]]:
+        root = site_root(request)
+        return [(f"{root}/files/images/{image.id}.png", f"seed {image.seed}") for image in images]
 
     # -- edit ---------------------------------------------------------------------------------------
     def edit(self, files, instruction, strength, steps, seed, randomize,
              profile: gr.OAuthProfile | None, request: gr.Request, progress=gr.Progress()):
-        """Edit uploaded images. Returns the input previews, the result gallery, a note and the header."""
+        """Edit uploaded images. Returns the result gallery, a note and the header."""
         try:
             identity = self.identity(profile, request)
             paths = [getattr(f, "name", f) for f in (files or [])]
             if not paths:
                 raise gr.Error("Upload at least one image to edit.")
             try:
-                # Decoded in memory under the configured limits. Gradio wrote the raw uploads (with any
-                # EXIF metadata, e.g. GPS) to its temp folder: remove them as soon as they are read.
-                pictures = [load_image(Path(p), self.limits) for p in paths]
+                # Decoded in memory under the configured limits (count, bytes, pixels; headers before
+                # pixels). Gradio wrote the raw uploads (with any EXIF metadata, e.g. GPS) to its upload
+                # folder: remove them as soon as they are read.
+                pictures = load_images([Path(p) for p in paths], self.limits, max_side=self.max_input_side)
             finally:
                 for p in paths:
                     Path(p).unlink(missing_ok=True)
             req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
                                 mode=Mode.EDIT, images=pictures, strength=strength)
-            result, gallery = self._run(req, identity, progress)
+            result, gallery = self._run(req, identity, request, progress)
         except Exception as exc:
             raise user_error(exc) from None
         settings = result.generation.settings
@@ -179,7 +189,7 @@ class StudioUI:
                 f"seed `{result.generation.seeds[0]}`.")
         if result.messages:
             note += " " + " ".join(result.messages)
-        return pictures, gallery, note, self.header(identity)
+        return gallery, note, self.header(identity)
 
     # -- history ------------------------------------------------------------------------------------
     def history(self, profile: gr.OAuthProfile | None, request: gr.Request):
@@ -187,7 +197,7 @@ class StudioUI:
         try:
             identity = self.identity(profile, request)
             images = self.studio.list_images(identity)
-            gallery = self._gallery(identity, images)
+            gallery = self._gallery(request, images)
         except Exception as exc:
             raise user_error(exc) from None
         rows = [
@@ -215,7 +225,8 @@ class StudioUI:
         try:
             if not image_id:
                 raise gr.Error("Choose an image first.")
-            return str(self.studio.image_path(self.identity(profile, request), image_id))
+            self.studio.image_path(self.identity(profile, request), image_id)  # mine, and not expired
+            return f"{site_root(request)}/files/images/{image_id}.png"
         except Exception as exc:
             raise user_error(exc) from None
 
@@ -224,7 +235,7 @@ class StudioUI:
             identity = self.identity(profile, request)
             if not self.studio.list_images(identity):
                 raise gr.Error("You have no stored images to download.")
-            return str(self.studio.images_zip(identity))
+            return f"{site_root(request)}/files/exports/{self.studio.images_zip(identity).name}"
         except Exception as exc:
             raise user_error(exc) from None
 
@@ -235,7 +246,6 @@ class StudioUI:
             self.studio.delete_image(self.identity(profile, request), image_id)
         except Exception as exc:
             raise user_error(exc) from None
-        forget_cached_copies({f"{image_id}.png"})
         gr.Info("Image deleted.")
         return self.history(profile, request)
 
@@ -275,7 +285,7 @@ class StudioUI:
 
     def export(self, profile: gr.OAuthProfile | None, request: gr.Request):
         try:
-            return str(self.studio.export(self.identity(profile, request)))
+            return f"{site_root(request)}/files/exports/{self.studio.export(self.identity(profile, request)).name}"
         except Exception as exc:
             raise user_error(exc) from None
 
@@ -286,11 +296,9 @@ class StudioUI:
             identity = self.identity(profile, request)
             if not identity.is_account:
                 raise gr.Error("Sign in first: there is no account to delete.")
-            served = self.studio.served_file_names(identity)
             self.studio.delete_account(identity)
         except Exception as exc:
             raise user_error(exc) from None
-        forget_cached_copies(served)
         return "Your account and everything stored about it were deleted. Signing you out…"
 
     # -- stats --------------------------------------------------------------------------------------
@@ -382,8 +390,8 @@ class StudioUI:
                                 "memory and not kept.")
                     with gr.Row():
                         with gr.Column():
-                            uploads = gr.File(file_count="multiple", file_types=["image"],
-                                              label="Images to edit", elem_id="nb-uploads")
+                            uploads = UploadedImages(file_count="multiple", file_types=["image"],
+                                                     label="Images to edit", elem_id="nb-uploads")
                             instruction = gr.Textbox(label="Instruction or prompt", elem_id="nb-instruction",
                                                      placeholder="e.g. make the background blue")
                             strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05,
@@ -394,8 +402,6 @@ class StudioUI:
                                 edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                                 edit_randomize = gr.Checkbox(True, label="Randomize seed")
                             edit_run = gr.Button("Edit", variant="primary")
-                        inputs_view = gr.Gallery(label="Input", columns=2, height=300, object_fit="contain",
-                                                 interactive=False, elem_id="nb-edit-input")
                         edit_result = gr.Gallery(label="Result", columns=2, height=300, object_fit="contain",
                                                  buttons=["download", "fullscreen"], elem_id="nb-edit-result")
                     edit_note = gr.Markdown(elem_id="nb-edit-note")
@@ -412,8 +418,8 @@ class StudioUI:
                     with gr.Row():
                         download_zip = gr.Button("Download all (zip)")
                         refresh_history = gr.Button("Refresh")
-                    history_file = gr.File(label="Your download", interactive=False,
-                                           elem_id="nb-history-file")
+                    history_file = LinkedFile(label="Your download", interactive=False,
+                                              elem_id="nb-history-file")
 
                 with gr.Tab("Account", id="account") as account_tab:
                     account_text = gr.Markdown(elem_id="nb-account")
@@ -425,8 +431,8 @@ class StudioUI:
                         with gr.Row():
                             export_button = gr.Button("Download my data")
                             delete_button = gr.Button("Delete my account", variant="stop")
-                        export_file = gr.File(label="Your data", interactive=False,
-                                              elem_id="nb-export-file")
+                        export_file = LinkedFile(label="Your data", interactive=False,
+                                                 elem_id="nb-export-file")
                         with gr.Group(visible=False) as confirm_group:
                             gr.Markdown("**This deletes your account, credits, images and history** "
                                         "for good. Type DELETE and confirm.")
@@ -466,7 +472,7 @@ class StudioUI:
                 self.quote, [ratio, num_images, steps], quote_outputs, api_visibility="private",
                 show_progress="hidden")
             edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
-                           [inputs_view, edit_result, edit_note, header], api_name="edit",
+                           [edit_result, edit_note, header], api_name="edit",
                            concurrency_id="model")
 
             history_outputs = [history_gallery, history_table, chosen, history_note]
@@ -494,21 +500,10 @@ class StudioUI:
 
 
 # -- the web app --------------------------------------------------------------------------------------
-def forget_cached_copies(names: set[str]) -> int:
-    """Delete Gradio's cached copies of files with these names (it caches each served file by name)."""
-    from gradio.utils import get_upload_folder
-
-    removed = 0
-    for path in Path(get_upload_folder()).glob("*/*"):
-        if path.name in names:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 def create_app(studio: Studio, config: UIConfig | None = None,
                environ: Mapping[str, str] | None = None) -> FastAPI:
-    """Gradio at `/`, plus `/metrics`, `/privacy`, `/logout` and the Google/GitHub sign-in routes."""
+    """Gradio at `/`, plus `/files/...`, `/metrics`, `/privacy`, `/logout` and the Google/GitHub sign-in
+    routes, behind the guards of `nanobanana.web_guard`."""
     environ = os.environ if environ is None else environ
     config = config or load_ui_config(environ)
     secret = auth.session_secret(config, environ)
@@ -517,10 +512,20 @@ def create_app(studio: Studio, config: UIConfig | None = None,
     demo = ui.build()
     demo.queue(default_concurrency_limit=config.queue.concurrency_limit, max_size=config.queue.max_size)
 
+    on_space = auth.on_space(environ)
+    session_seconds = int(studio.config.privacy.sign_in_hours * 3600)
     app = FastAPI(title=config.title, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(VisitorCookie)
-    app.add_middleware(SessionMiddleware, secret_key=auth.middleware_key(secret), same_site="none",
-                       https_only=True)
+    same_site = "none" if on_space else "lax"  # on a Space the page is an iframe on huggingface.co
+    # Each add_middleware wraps the ones before it: a request meets them from the last added to the first.
+    app.add_middleware(SessionMiddleware, secret_key=auth.middleware_key(secret), max_age=session_seconds,
+                       same_site=same_site, https_only=True)
+    app.add_middleware(VisitorCookie, same_site=same_site)
+    app.add_middleware(web_guard.UploadGuard, blocks=demo)
+    app.add_middleware(web_guard.SessionGuard, sessions=studio.sessions, who=auth.session_person,
+                       codec=web_guard.SessionCodec(auth.middleware_key(secret), session_seconds),
+                       same_site=same_site)
+    app.add_middleware(web_guard.SameOriginOnly, allowed_origins=config.allowed_origins(environ))
+    app.add_middleware(web_guard.SecurityHeaders, frame_ancestors=["https://huggingface.co"] if on_space else [])
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -534,13 +539,14 @@ def create_app(studio: Studio, config: UIConfig | None = None,
 
     @app.get("/logout")
     def logout(request: Request) -> RedirectResponse:
-        request.session.pop("oauth_info", None)
+        request.session.pop("oauth_info", None)  # the session guard then closes the server-side session
         return RedirectResponse(safe_target(request.query_params.get("_target_url")), status_code=302)
 
+    file_routes(app, studio)
     providers = auth.add_provider_routes(app, config, studio)
     if providers:
         log.info("Sign-in with %s enabled.", ", ".join(providers))
-    if not auth.on_space(environ) and config.dev_login.enabled:
+    if not on_space and config.dev_login.enabled:
         log.warning("Local development sign-in is on: 'Sign in with Hugging Face' signs in as %r. "
                     "Set NANOBANANA_UI__DEV_LOGIN__ENABLED=false on a shared server.",
                     config.dev_login.username)
@@ -548,17 +554,12 @@ def create_app(studio: Studio, config: UIConfig | None = None,
     if config.mcp_server and not mcp:
         log.warning("mcp_server is on but gradio's MCP extra is not installed "
                     '(pip install "gradio[mcp]"); serving without MCP.')
-    served = [str(p) for p in studio_folders(studio)]
     return gr.mount_gradio_app(
-        app, demo, path="/", mcp_server=mcp, allowed_paths=served, show_error=False,
+        app, demo, path="/", mcp_server=mcp, show_error=False, app_kwargs={"openapi_url": None},
+        # Gradio refuses larger uploads at the door, before writing them anywhere.
+        max_file_size=studio.generator.config.limits.max_upload_bytes,
         footer_links=["api", "settings"], theme=gr.themes.Soft(primary_hue="yellow"),
     )
-
-
-def studio_folders(studio: Studio) -> list[Path]:
-    """Folders whose files handlers hand to Gradio (stored images, exports): ids in them are unguessable."""
-    storage: Any = studio.storage
-    return [storage.images_dir, storage.exports_dir]
 
 
 def serve(app: FastAPI, config: UIConfig, environ: Mapping[str, str] | None = None) -> None:
@@ -566,8 +567,12 @@ def serve(app: FastAPI, config: UIConfig, environ: Mapping[str, str] | None = No
 
     environ = os.environ if environ is None else environ
     host, port = config.host(environ), config.port(environ)
-    log.info("Nanobanana on http://%s:%d", host, port)
-    uvicorn.run(app, host=host, port=port, proxy_headers=True,
-                forwarded_allow_ips=environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"), log_level="info",
+    proxies = config.proxies(environ)
+    log.info("Nanobanana on http://%s:%d (%s)", host, port,
+             f"trusting forwarded headers from {', '.join(proxies)}" if proxies else "no trusted proxy")
+    # Client addresses (the anonymous allowance) and the scheme come from X-Forwarded-* only when the
+    # direct peer is a listed proxy; anyone else could write any address there.
+    uvicorn.run(app, host=host, port=port, proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                log_level="info",
                 # The policy promises client addresses are never written anywhere: no access log.
                 access_log=False)

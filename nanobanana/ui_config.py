@@ -53,12 +53,18 @@ class OAuthProviders(BaseModel):
     github: ProviderConfig = Field(default_factory=ProviderConfig)
 
 
+# Where a Space's requests come from: Hugging Face's proxies, on private addresses in front of the app.
+SPACE_PROXIES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.1"]
+
+
 class UIConfig(BaseModel):
     title: str = "Nanobanana"
     tagline: str = ""
     server_name: str | None = None
     server_port: int | None = Field(None, ge=1, le=65535)
     public_url: str | None = None
+    trusted_proxies: list[str] | None = None
+    cors_origins: list[str] = Field(default_factory=list)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     mcp_server: bool = False
     session_secret: str | None = None
@@ -75,6 +81,24 @@ class UIConfig(BaseModel):
 
     def port(self, environ: Mapping[str, str]) -> int:
         return self.server_port or int(environ.get("GRADIO_SERVER_PORT", 7860))
+
+    def proxies(self, environ: Mapping[str, str]) -> list[str]:
+        """Peers whose X-Forwarded-For / -Proto are believed: as configured, else (FORWARDED_ALLOW_IPS, as
+        uvicorn calls it) the Space's proxies on a Space and nobody elsewhere."""
+        if self.trusted_proxies is not None:
+            return list(self.trusted_proxies)
+        if environ.get("FORWARDED_ALLOW_IPS"):
+            return [p.strip() for p in environ["FORWARDED_ALLOW_IPS"].split(",") if p.strip()]
+        return list(SPACE_PROXIES) if environ.get("SYSTEM") == "spaces" else []
+
+    def allowed_origins(self, environ: Mapping[str, str]) -> list[str]:
+        """Other sites whose pages may call the app with the visitor's cookies: only those listed, plus
+        the app's own public URL and, on a Space, its hosts."""
+        origins = list(self.cors_origins)
+        if self.public_url:
+            origins.append(self.public_url)
+        origins += [f"https://{h.strip()}" for h in environ.get("SPACE_HOST", "").split(",") if h.strip()]
+        return origins
 
 
 def load_ui_config(environ: Mapping[str, str] | None = None) -> UIConfig:

@@ -6,45 +6,38 @@ import html
 import importlib.util
 import secrets
 import urllib.parse
-from http.cookies import SimpleCookie
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
 
-VISITOR_COOKIE = "nb_visitor"
+from nanobanana.web_guard import VISITOR_COOKIE, is_https, request_cookies
+
 VISITOR_MAX_AGE = 86400  # the anonymous allowance is per day
-
-
-def _cookies(scope: dict) -> dict[str, str]:
-    raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(raw)
-    except Exception:  # a malformed cookie header: treat as none
-        return {}
-    return {k: m.value for k, m in jar.items()}
 
 
 class VisitorCookie:
     """Give each browser an opaque random id (HttpOnly, a day long): anonymous visitors keep their
     allowance and their images across page reloads. Pure ASGI, so streamed responses pass untouched."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, same_site: str = "lax") -> None:
         self.app = app
+        self.same_site = same_site.capitalize()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or VISITOR_COOKIE in _cookies(scope):
+        if scope["type"] != "http" or VISITOR_COOKIE in request_cookies(scope):
             await self.app(scope, receive, send)
             return
         token = secrets.token_urlsafe(24)
         # This request already counts as the new visitor.
         scope["headers"] = [*scope.get("headers", []), (b"cookie", f"{VISITOR_COOKIE}={token}".encode())]
+        # Secure where the site is HTTPS; SameSite=None (which needs Secure) only inside a Space's iframe.
+        secure = "; Secure" if is_https(scope) or self.same_site == "None" else ""
 
         async def send_with_cookie(message: dict) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.append("set-cookie", f"{VISITOR_COOKIE}={token}; Path=/; Max-Age={VISITOR_MAX_AGE}; "
-                                             "HttpOnly; SameSite=Lax")
+                                             f"HttpOnly; SameSite={self.same_site}{secure}")
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)

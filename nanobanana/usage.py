@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.engine import Connection
 
 from nanobanana.db import Database, usage, utcnow
+
+# The `*_created` series give each label set's first event to the microsecond; the policy keeps hours.
+disable_created_metrics()
 
 OUTCOMES = ("ok", "blocked_prompt", "blocked_image", "insufficient_credits", "invalid_request")
 SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)

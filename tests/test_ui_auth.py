@@ -107,7 +107,7 @@ def test_a_forged_callback_is_refused_readably(app):
     assert response.status_code == 400 and "try again" in response.text
 
 
-def forged_cookie(secret: str) -> str:
+def forged_cookie(secret: str, session_id: str | None = None) -> str:
     """A session cookie claiming to be "mallory", signed the way Gradio's SessionMiddleware signs."""
     import base64
     import json
@@ -117,6 +117,8 @@ def forged_cookie(secret: str) -> str:
     from nanobanana.auth import session_entry, userinfo
 
     session = {"oauth_info": session_entry(userinfo("huggingface", "666", "mallory"))}
+    if session_id:
+        session["nb_sid"] = session_id
     key = hashlib.sha256((secret + "-v4").encode()).hexdigest()
     return TimestampSigner(key).sign(base64.b64encode(json.dumps(session).encode())).decode()
 
@@ -124,7 +126,12 @@ def forged_cookie(secret: str) -> str:
 def test_a_cookie_signed_with_gradios_public_default_key_is_not_a_sign_in(app):
     # Off a Space Gradio would sign with sha256("" + "-v4"): anyone could mint sessions.
     assert "Sign in" in account_text(app, forged_cookie(""))
-    assert "**mallory**" in account_text(app, forged_cookie(SECRET))  # the control: the real key works
+    # The control: the real key and a session the server opened work.
+    assert "**mallory**" in account_text(app, forged_cookie(SECRET, app.studio.sessions.open("huggingface", "666")))
+
+
+def test_a_cookie_signed_with_the_real_key_but_never_issued_is_not_a_sign_in(app):
+    assert "Sign in" in account_text(app, forged_cookie(SECRET))
 
 
 def test_logout_ends_the_session(app):

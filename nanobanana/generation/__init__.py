@@ -23,7 +23,7 @@ from nanobanana.generation.errors import (
 )
 from nanobanana.generation.generator import Generator
 from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode, Settings, StageTimings
-from nanobanana.generation.uploads import load_image
+from nanobanana.generation.uploads import load_image, load_images
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -47,6 +47,7 @@ __all__ = [
     "closest_ratio",
     "load_generation_config",
     "load_image",
+    "load_images",
     "model_config_from_reference",
     "size_for",
 ]

@@ -12,6 +12,7 @@ import math
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,18 @@ def _install_stage_hooks(model: LoadedModel, clock: _StageClock) -> None:
                 clock.decoding += time.perf_counter() - started
 
         vae.decode = timed_decode
+
+
+def clean_text(text: str, what: str) -> str:
+    """Text as a tokenizer can take it: lone surrogates are refused (no keyboard types them; they crash
+    tokenizers), other control characters become spaces (tabs and newlines stay)."""
+    for position, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            raise InvalidRequest(
+                f"The {what} contains an invalid character at position {position + 1} (a lone UTF-16 "
+                "surrogate, usually a broken copy-paste); retype or remove it."
+            )
+    return "".join(" " if unicodedata.category(c) == "Cc" and c not in "\t\n" else c for c in text)
 
 
 def _as_int(name: str, value: Any, low: int, high: int) -> int:
@@ -164,7 +177,7 @@ class Generator:
 
         if not isinstance(request.prompt, str):
             raise InvalidRequest("The prompt must be text.")
-        prompt = request.prompt.strip()
+        prompt = clean_text(request.prompt, "prompt").strip()
         if not prompt:
             raise InvalidRequest("Write a prompt: describe the image you want (or the edit to make).")
         if len(prompt) > limits.max_prompt_chars:
@@ -174,7 +187,7 @@ class Generator:
         negative = request.negative_prompt or ""
         if not isinstance(negative, str):
             raise InvalidRequest("The negative prompt must be text.")
-        negative = negative.strip()
+        negative = clean_text(negative, "negative prompt").strip()
         if len(negative) > limits.max_prompt_chars:
             raise InvalidRequest(
                 f"The negative prompt is {len(negative)} characters long; the limit is {limits.max_prompt_chars}."

@@ -1,0 +1,117 @@
+"""Files in and out of the page without Gradio's public cache.
+
+Gradio copies every file a handler returns into a cache that anyone holding the URL may read. Our stored
+images and zips instead go out as links to `/files/images/<id>.png` and `/files/exports/<name>.zip`, which
+check on every request that the caller owns the file and that it has not expired. Uploads come in through
+`UploadedImages`, which hands the handler Gradio's upload path (the handler decodes and deletes it).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import gradio as gr
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from gradio import route_utils
+from gradio.data_classes import FileData
+from gradio.utils import NamedString
+from gradio_client import utils as client_utils
+
+from nanobanana import auth
+from nanobanana.errors import NanobananaError
+from nanobanana.identity import Identity
+from nanobanana.web_guard import VISITOR_COOKIE
+
+PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+IMAGE_NAME = re.compile(r"^([A-Za-z0-9_-]{8,64})\.png$")
+EXPORT_NAME = re.compile(r"^[A-Za-z0-9_-]{8,120}\.zip$")
+
+from gradio.events import Dependency
+
+class LinkedFile(gr.File):
+    """A `gr.File` whose value is a URL on this site: shown and downloaded from there, never copied."""
+
+    is_template = True  # the page draws it as a plain File
+
+    def postprocess(self, value: Any) -> FileData | None:
+        if value is None:
+            return None
+        url = str(value)
+        return FileData(path=url, url=url, orig_name=urlsplit(url).path.rsplit("/", 1)[-1])
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class UploadedImages(gr.File):
+    """A `gr.File` for uploads that gives the handler Gradio's upload paths as they are.
+
+    (`gr.File(type="filepath")` opens a temporary file per upload and never closes or removes it.)
+    """
+
+    is_template = True
+
+    def _process_single_file(self, f: FileData) -> NamedString | bytes:
+        if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
+            raise gr.Error("Upload an image file (PNG, JPEG or WebP).", print_exception=False)
+        return NamedString(f.path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def site_root(request: gr.Request) -> str:
+    """This site's URL as the visitor reached it, for links in a handler's output."""
+    raw = getattr(request, "request", None)
+    if raw is None:
+        return ""
+    return route_utils.get_root_url(raw, route_path=raw.url.path, root_path=None)
+
+
+def request_identity(studio: Any, request: Request) -> Identity | None:
+    """Who is asking a plain route: the signed-in account (never created here), else the visitor cookie."""
+    info = request.session.get("oauth_info") if "session" in request.scope else None
+    if isinstance(info, dict) and isinstance(info.get("userinfo"), dict):
+        return studio.signed_in(auth.profile_data(info["userinfo"]))
+    visitor = request.cookies.get(VISITOR_COOKIE)
+    client = request.client.host if request.client else None
+    return Identity.anonymous(visitor, client) if visitor else None
+
+
+def _not_found() -> Response:
+    return JSONResponse({"error": "There is no such file (it may have expired)."}, status_code=404,
+                        headers=PRIVATE)
+
+
+def file_routes(app: FastAPI, studio: Any) -> None:
+    """`/files/images/<id>.png` and `/files/exports/<name>.zip`, for their owner only (404 for anyone else,
+    so ids do not leak), as attachments that no cache keeps."""
+
+    @app.get("/files/images/{name}")
+    def image_file(name: str, request: Request) -> Response:
+        match = IMAGE_NAME.match(name)
+        identity = request_identity(studio, request)
+        if not match or identity is None:
+            return _not_found()
+        try:
+            path = studio.image_path(identity, match.group(1))
+        except NanobananaError:
+            return _not_found()
+        return FileResponse(path, media_type="image/png", headers=PRIVATE)
+
+    @app.get("/files/exports/{name}")
+    def export_file(name: str, request: Request) -> Response:
+        identity = request_identity(studio, request)
+        if not EXPORT_NAME.match(name) or identity is None:
+            return _not_found()
+        path = studio.export_path(identity, name)
+        if path is None:
+            return _not_found()
+        return FileResponse(path, media_type="application/zip", filename=name, headers=PRIVATE)

@@ -1,0 +1,391 @@
+"""What every request passes before it reaches the page or a route: pure ASGI middleware, outermost first.
+
+- `SecurityHeaders`: the usual response headers (nosniff, frame ancestors, referrer policy, HSTS over
+  HTTPS) and a 404 for schema and docs routes nobody meant to publish.
+- `SameOriginOnly`: browsers attach cookies to cross-site requests, so a request whose `Origin` is another
+  site is refused unless the operator listed that origin, and no CORS header invites one.
+- `SessionGuard`: a sign-in cookie is honoured only while its server-side session lives
+  (`nanobanana.sessions`); every session cookie we send gets an id, our lifetime and our flags.
+- `UploadGuard`: a handler receives only files this client uploaded through Gradio; any other path in
+  the request data (a server file, a special file, a URL) is refused before anything touches it; argument
+  counts and body sizes are checked too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import urllib.parse
+from base64 import b64decode, b64encode
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from http.cookies import SimpleCookie
+from typing import Any
+
+import itsdangerous
+from starlette.concurrency import run_in_threadpool
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+SESSION_COOKIE = "session"
+VISITOR_COOKIE = "nb_visitor"
+SESSION_ID_KEY = "nb_sid"
+API_PREFIX = "/gradio_api"
+UNPUBLISHED = {"/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect", f"{API_PREFIX}/openapi.json"}
+DATA_ROUTES = re.compile(rf"^{API_PREFIX}/(?:queue/join|run/[^/]+|api/[^/]+|call/(?:v2/)?[^/]+)/?$")
+UPLOAD_ROUTE = re.compile(rf"^{API_PREFIX}/upload/?$")
+
+
+def request_cookies(scope: Scope) -> dict[str, str]:
+    raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw)
+    except Exception:  # a malformed cookie header: treat as none
+        return {}
+    return {k: m.value for k, m in jar.items()}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _drop_cookie(scope: Scope, name: str) -> None:
+    """Remove one cookie from the request, so nothing downstream sees it."""
+    kept = [f"{k}={v}" for k, v in request_cookies(scope).items() if k != name]
+    headers = [(k, v) for k, v in scope.get("headers", []) if k != b"cookie"]
+    if kept:
+        headers.append((b"cookie", "; ".join(kept).encode("latin-1")))
+    scope["headers"] = headers
+
+
+async def _refuse(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def is_https(scope: Scope) -> bool:
+    return scope.get("scheme") in {"https", "wss"}
+
+
+# -- headers ------------------------------------------------------------------------------------------
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp, frame_ancestors: Iterable[str] = ()) -> None:
+        self.app = app
+        ancestors = list(frame_ancestors)
+        self.headers = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"),
+            (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+            (b"content-security-policy", " ".join(["frame-ancestors 'self'", *ancestors]).encode()),
+        ]
+        if not ancestors:  # X-Frame-Options cannot name another site; CSP alone speaks for a Space
+            self.headers.append((b"x-frame-options", b"SAMEORIGIN"))
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].rstrip("/") in UNPUBLISHED or scope["path"] in UNPUBLISHED:
+            await _refuse(send, 404, "Not found.")
+            return
+        https = is_https(scope)
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *self.headers]
+                if https:
+                    message["headers"].append((b"strict-transport-security", b"max-age=31536000"))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# -- cross-origin -------------------------------------------------------------------------------------
+def _origin_of(url: str) -> str:
+    parsed = urllib.parse.urlsplit(url.strip())
+    return f"{parsed.scheme}://{parsed.netloc}".lower() if parsed.scheme and parsed.netloc else ""
+
+
+class SameOriginOnly:
+    """Refuse requests sent from another site's page (their `Origin` names that site)."""
+
+    def __init__(self, app: ASGIApp, allowed_origins: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed = {_origin_of(o) for o in allowed_origins if _origin_of(o)}
+
+    def _same_site(self, origin: str, scope: Scope) -> bool:
+        parsed = urllib.parse.urlsplit(origin)
+        hosts = {h for h in (_header(scope, b"host"), _header(scope, b"x-forwarded-host")) if h}
+        return bool(parsed.netloc) and parsed.netloc.lower() in {h.split(",")[0].strip().lower() for h in hosts}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        listed = bool(origin) and origin.lower() in self.allowed
+        if origin is not None and not listed and not self._same_site(origin, scope):
+            log.info("refused a cross-origin request to %s", scope["path"])
+            await _refuse(send, 403, "Requests from other sites are not accepted.")
+            return
+
+        async def send_without_cors(message: dict) -> None:
+            if message["type"] == "http.response.start" and not listed:
+                message["headers"] = [(k, v) for k, v in message.get("headers", [])
+                                      if not k.lower().startswith(b"access-control-allow-")]
+            await send(message)
+
+        await self.app(scope, receive, send_without_cors)
+
+
+# -- sign-in sessions ---------------------------------------------------------------------------------
+class SessionCodec:
+    """Starlette's session cookie format (what Gradio's and our SessionMiddleware read and write)."""
+
+    def __init__(self, secret_key: str, max_age: int) -> None:
+        self.signer = itsdangerous.TimestampSigner(secret_key)
+        self.max_age = max_age
+
+    def decode(self, value: str) -> dict | None:
+        try:
+            data = json.loads(b64decode(self.signer.unsign(value.encode(), max_age=self.max_age)))
+        except Exception:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def encode(self, session: dict) -> str:
+        return self.signer.sign(b64encode(json.dumps(session).encode())).decode()
+
+
+class SessionGuard:
+    """Honour a signed-in cookie only while its server-side session is open.
+
+    `who(userinfo)` gives (provider, provider user id) for a session's claims; `sessions` is a
+    `nanobanana.sessions.SignInSessions`. Cookies are rewritten with our flags on the way out.
+    """
+
+    def __init__(self, app: ASGIApp, codec: SessionCodec, sessions: Any,
+                 who: Callable[[dict], tuple[str, str]], same_site: str = "lax") -> None:
+        self.app = app
+        self.codec = codec
+        self.sessions = sessions
+        self.who = who
+        self.flags = f"Path=/; Max-Age={codec.max_age}; HttpOnly; Secure; SameSite={same_site.capitalize()}"
+
+    def _person(self, session: dict) -> tuple[str, str] | None:
+        info = session.get("oauth_info")
+        if not isinstance(info, dict) or not isinstance(info.get("userinfo"), dict):
+            return None
+        try:
+            return self.who(info["userinfo"])
+        except Exception:
+            return None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        raw = request_cookies(scope).get(SESSION_COOKIE)
+        session = self.codec.decode(raw) if raw else None
+        active_id: str | None = None
+        stripped = False
+        if session is not None and (person := self._person(session)) is not None:
+            sid = session.get(SESSION_ID_KEY)
+            if isinstance(sid, str) and await run_in_threadpool(self.sessions.is_active, sid, *person):
+                active_id = sid
+            else:  # signed out, deleted, expired, or a cookie we never issued: treat as signed out
+                _drop_cookie(scope, SESSION_COOKIE)
+                stripped = True
+
+        async def send_guarded(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                await self._rewrite(message, active_id, stripped)
+            await send(message)
+
+        await self.app(scope, receive, send_guarded)
+
+    async def _rewrite(self, message: dict, active_id: str | None, stripped: bool) -> None:
+        headers = message.get("headers", [])
+        ours = [v for k, v in headers if k.lower() == b"set-cookie"
+                and v.decode("latin-1").split("=", 1)[0].strip() == SESSION_COOKIE]
+        others = [(k, v) for k, v in headers if not (k.lower() == b"set-cookie" and v in ours)]
+        value: str | None = None
+        if ours:  # the last Set-Cookie wins in the browser; it alone is kept
+            value = ours[-1].decode("latin-1").split("=", 1)[1].split(";", 1)[0]
+            session = self.codec.decode(value) if value != "null" else None
+            person = self._person(session) if session is not None else None
+            if person is None:  # signed out (or a session without a sign-in, e.g. OAuth state)
+                if active_id:
+                    await run_in_threadpool(self.sessions.close, active_id)
+                value = None if session is None else value
+            elif session.get(SESSION_ID_KEY) != active_id or active_id is None:
+                session[SESSION_ID_KEY] = await run_in_threadpool(self.sessions.open, *person)
+                value = self.codec.encode(session)
+        if value is not None:
+            others.append((b"set-cookie", f"{SESSION_COOKIE}={value}; {self.flags}".encode()))
+        elif ours or stripped:
+            others.append((b"set-cookie", f"{SESSION_COOKIE}=null; Path=/; Max-Age=0; HttpOnly; Secure; "
+                                          f"SameSite=Lax".encode()))
+        message["headers"] = others
+
+
+# -- uploads ------------------------------------------------------------------------------------------
+class UploadRegistry:
+    """Paths Gradio stored for each client's uploads, for an hour (bounded in size)."""
+
+    def __init__(self, ttl_seconds: float = 3600, max_entries: int = 20_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._paths: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+
+    def add(self, paths: Iterable[str], keys: frozenset[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for path in paths:
+                self._paths[path] = (now, keys)
+                self._paths.move_to_end(path)
+            while len(self._paths) > self.max_entries:
+                self._paths.popitem(last=False)
+
+    def owned(self, path: str, keys: frozenset[str]) -> bool:
+        with self._lock:
+            entry = self._paths.get(path)
+        return entry is not None and time.monotonic() - entry[0] < self.ttl and bool(entry[1] & keys)
+
+
+def client_keys(scope: Scope) -> frozenset[str]:
+    """What ties an upload to the request that uses it: the visitor cookie, the sign-in cookie, the address."""
+    cookies = request_cookies(scope)
+    keys = {f"{name}:{cookies[name]}" for name in (VISITOR_COOKIE, SESSION_COOKIE) if cookies.get(name)}
+    client = scope.get("client")
+    if client:
+        keys.add(f"address:{client[0]}")
+    return frozenset(keys)
+
+
+def _file_references(data: Any) -> Iterable[dict]:
+    """Every dict in the request data that names a file (Gradio reads `path` and `url` of any of them)."""
+    if isinstance(data, dict):
+        if "path" in data or "url" in data:
+            yield data
+        for value in data.values():
+            yield from _file_references(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _file_references(value)
+
+
+class UploadGuard:
+    def __init__(self, app: ASGIApp, blocks: Any, registry: UploadRegistry | None = None,
+                 max_body_bytes: int = 256_000) -> None:
+        self.app = app
+        self.registry = registry or UploadRegistry()
+        self.max_body_bytes = max_body_bytes
+        self.inputs_by_index = {index: len(fn.inputs) for index, fn in blocks.fns.items()}
+        self.inputs_by_name = {str(fn.api_name).lstrip("/"): len(fn.inputs) for fn in blocks.fns.values()
+                               if fn.api_name}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if UPLOAD_ROUTE.match(path):
+            await self._upload(scope, receive, send)
+        elif DATA_ROUTES.match(path):
+            await self._call(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _upload(self, scope: Scope, receive: Any, send: Any) -> None:
+        keys = client_keys(scope)
+        status: list[int] = []
+        body = bytearray()
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            elif message["type"] == "http.response.body" and len(body) < 1_000_000:
+                body.extend(message.get("body", b""))
+                if not message.get("more_body") and status and status[0] == 200:
+                    try:
+                        paths = json.loads(bytes(body))
+                    except ValueError:
+                        paths = []
+                    if isinstance(paths, list):
+                        self.registry.add([p for p in paths if isinstance(p, str)], keys)
+            await send(message)
+
+        await self.app(scope, receive, capture)
+
+    async def _call(self, scope: Scope, receive: Any, send: Any) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _refuse(send, 413, f"The request is larger than {self.max_body_bytes // 1000} kB.")
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        problem = self._check(scope, body)
+        if problem:
+            log.info("refused a call to %s: %s", scope["path"], problem.split(":")[0])
+            await _refuse(send, 400, problem)
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _check(self, scope: Scope, body: bytes) -> str | None:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return "The request body is not valid JSON."
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+            return "The request needs a JSON object with a `data` list."
+        data = payload["data"]
+        name = scope["path"].rstrip("/").rsplit("/", 1)[-1]
+        # The page names the function by index (queue/join, and run/predict for unqueued events).
+        if scope["path"].rstrip("/").endswith("/queue/join") or name == "predict":
+            index = payload.get("fn_index")
+            expected = self.inputs_by_index.get(index) if isinstance(index, int) else None
+        else:
+            expected = self.inputs_by_name.get(name)
+        if expected is None:
+            return "There is no such endpoint."
+        if len(data) != expected:
+            return f"This endpoint takes {expected} input value(s); got {len(data)}."
+        keys = client_keys(scope)
+        for ref in _file_references(data):
+            path = ref.get("path")
+            if not isinstance(path, str) or not self.registry.owned(path, keys):
+                return "A file in the request was not uploaded by you; upload it again."
+        return None

@@ -163,7 +163,12 @@ and are kept to run and improve the service.
 - **Export:** download everything stored about you (profile, credit ledger as CSV and JSON, generation
   history, every stored image) as one zip from your account panel. Exports are deleted after
   {storage.export_expiry_minutes:g} minutes.
-- **Delete:** deleting your account removes every record and file tied to it at once and signs you out.
+- **Delete:** deleting your account removes every record and file tied to it at once and signs you out
+  on every device. Only a keyed hash of your sign-in (provider and id, not readable back) is kept for
+  **{privacy.closed_account_days:g} days**, so that deleting and signing up again does not give a second
+  sign-up grant; then it is deleted too.
+- **Sign-in:** a sign-in lasts **{_hours(privacy.sign_in_hours)}**; the server keeps a random session id
+  (hashed) for it, and signing out ends it at once.
 - **Service updates:** off unless you opt in; opting out stops them in the app and by e-mail.
   E-mail is {email}.
 

@@ -412,7 +412,9 @@ class StudioUI:
                                                  object_fit="contain", elem_id="nb-history", fit_columns=False)
                     history_table = gr.Dataframe(label="Details", interactive=False, wrap=True)
                     with gr.Row():
-                        chosen = gr.Dropdown([], label="Image", scale=3, elem_id="nb-history-choice")
+                        # Its choices change per person; ids are checked by the studio, not by Gradio.
+                        chosen = gr.Dropdown([], label="Image", scale=3, elem_id="nb-history-choice",
+                                             allow_custom_value=True)
                         download_one = gr.Button("Download image", scale=1)
                         delete_one = gr.Button("Delete image", variant="stop", scale=1)
                     with gr.Row():
@@ -520,7 +522,7 @@ def create_app(studio: Studio, config: UIConfig | None = None,
     app.add_middleware(SessionMiddleware, secret_key=auth.middleware_key(secret), max_age=session_seconds,
                        same_site=same_site, https_only=True)
     app.add_middleware(VisitorCookie, same_site=same_site)
-    app.add_middleware(web_guard.UploadGuard, blocks=demo)
+    app.add_middleware(web_guard.InputGuard, blocks=demo)
     app.add_middleware(web_guard.SessionGuard, sessions=studio.sessions, who=auth.session_person,
                        codec=web_guard.SessionCodec(auth.middleware_key(secret), session_seconds),
                        same_site=same_site)

@@ -29,7 +29,6 @@ PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosn
 IMAGE_NAME = re.compile(r"^([A-Za-z0-9_-]{8,64})\.png$")
 EXPORT_NAME = re.compile(r"^[A-Za-z0-9_-]{8,120}\.zip$")
 
-from gradio.events import Dependency
 
 class LinkedFile(gr.File):
     """A `gr.File` whose value is a URL on this site: shown and downloaded from there, never copied."""
@@ -41,7 +40,9 @@ class LinkedFile(gr.File):
             return None
         url = str(value)
         return FileData(path=url, url=url, orig_name=urlsplit(url).path.rsplit("/", 1)[-1])
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer
@@ -60,7 +61,9 @@ class UploadedImages(gr.File):
         if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
             raise gr.Error("Upload an image file (PNG, JPEG or WebP).", print_exception=False)
         return NamedString(f.path)
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

@@ -238,7 +238,7 @@ def test_the_session_cookie_is_same_site_lax_and_lasts_as_long_as_the_sign_in(li
     response = c.get("/login/huggingface")
     while response.status_code in (302, 303, 307) and "session=" not in response.headers.get("set-cookie", ""):
         response = c.get(response.headers["location"].removeprefix(live.url))
-    cookie = [v for v in response.headers.get_list("set-cookie") if v.startswith("session=")][0].lower()
+    cookie = next(v for v in response.headers.get_list("set-cookie") if v.startswith("session=")).lower()
     assert "samesite=lax" in cookie and "secure" in cookie and "httponly" in cookie
     assert "max-age=28800" in cookie  # 8 hours, as the sign-in itself
 
@@ -441,16 +441,15 @@ def test_over_https_the_site_sends_hsts_and_a_secure_visitor_cookie(in_process):
     with TestClient(in_process.web, base_url="https://nanobanana.example.org") as c:
         response = c.get("/privacy")
     assert response.headers["strict-transport-security"].startswith("max-age=")
-    visitor = [v for v in response.headers.get_list("set-cookie") if v.startswith("nb_visitor=")][0]
+    visitor = next(v for v in response.headers.get_list("set-cookie") if v.startswith("nb_visitor="))
     assert "Secure" in visitor and "SameSite=Lax" in visitor
 
 
 def test_an_expired_image_is_refused_at_once_not_at_the_next_sweep(in_process):
     import sqlalchemy as sa
+    from gradio_client import Client
 
     from nanobanana.db import images, utcnow
-
-    from gradio_client import Client
 
     c = httpx.Client(base_url=in_process.url, timeout=60)
     c.get("/config")

@@ -40,9 +40,7 @@ class LinkedFile(gr.File):
             return None
         url = str(value)
         return FileData(path=url, url=url, orig_name=urlsplit(url).path.rsplit("/", 1)[-1])
-    from collections.abc import Callable, Sequence
-    from typing import TYPE_CHECKING, Any, Literal
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer
@@ -61,9 +59,7 @@ class UploadedImages(gr.File):
         if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
             raise gr.Error("Upload an image file (PNG, JPEG or WebP).", print_exception=False)
         return NamedString(f.path)
-    from collections.abc import Callable, Sequence
-    from typing import TYPE_CHECKING, Any, Literal
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

@@ -88,9 +88,36 @@ def test_a_decompression_bomb_is_refused_before_decoding():
         load_image(bomb_png(100_000, 100_000), Limits())
 
 
-def test_a_path_that_does_not_exist_is_reported(tmp_path):
-    with pytest.raises(InvalidImage, match="No image file"):
+def test_a_path_that_does_not_exist_is_reported_without_naming_the_server_folder(tmp_path):
+    with pytest.raises(InvalidImage, match="upload it again") as caught:
         load_image(tmp_path / "missing.png", Limits())
+    assert str(tmp_path) not in str(caught.value)
+
+
+def test_too_many_uploads_are_refused_before_any_is_read(tmp_path):
+    from nanobanana.generation import load_images
+
+    missing = [tmp_path / f"never-read-{i}.png" for i in range(Limits().max_input_images + 1)]
+    with pytest.raises(InvalidImage, match="at most 4 images"):
+        load_images(missing, Limits())
+
+
+def test_every_header_is_checked_before_any_upload_is_decoded():
+    from nanobanana.generation import load_images
+
+    good = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(good, format="PNG")
+    with pytest.raises(InvalidImage, match="megapixels"):
+        load_images([good.getvalue(), bomb_png(100_000, 100_000)], Limits())
+
+
+def test_decoded_uploads_are_shrunk_to_what_the_model_uses():
+    from nanobanana.generation import load_images
+
+    big = io.BytesIO()
+    Image.new("RGB", (1024, 512)).save(big, format="PNG")
+    (picture,) = load_images([big.getvalue()], Limits(), max_side=256)
+    assert picture.size == (256, 128)
 
 
 # -- aspect ratios ---------------------------------------------------------------------------------

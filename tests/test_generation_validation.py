@@ -19,6 +19,16 @@ def test_empty_prompt_is_refused(generator):
     assert "Write a prompt" in refused(generator, prompt="   ")
 
 
+def test_a_lone_surrogate_in_a_prompt_is_refused_with_its_position(generator):
+    assert "invalid character at position 7" in refused(generator, prompt="a red \ud800 circle")
+    assert "negative prompt" in refused(generator, negative_prompt="blur\udfff")
+
+
+def test_control_characters_are_cleaned_from_a_prompt(generator):
+    plan = generator.check_request(GenerationRequest(prompt="a red\x00 circle\x1b[31m\tnow"))
+    assert plan.settings.prompt == "a red  circle [31m\tnow"
+
+
 def test_prompt_over_the_character_limit_is_refused(generator):
     limit = generator.config.limits.max_prompt_chars
     assert f"limit is {limit}" in refused(generator, prompt="red " * limit)

@@ -27,7 +27,7 @@ from nanobanana.generation import GenerationRequest, Mode, load_images
 from nanobanana.identity import Identity
 from nanobanana.studio import Studio
 from nanobanana.ui_config import UIConfig, load_ui_config
-from nanobanana.ui_files import LinkedFile, UploadedImages, file_routes, site_root
+from nanobanana.ui_files import file_routes, linked_file, site_root, uploaded_images
 from nanobanana.ui_web import VisitorCookie, mcp_available, render_policy_page, safe_target, visitor_id
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,7 @@ class StudioUI:
                                 "memory and not kept.")
                     with gr.Row():
                         with gr.Column():
-                            uploads = UploadedImages(file_count="multiple", file_types=["image"],
+                            uploads = uploaded_images(file_count="multiple", file_types=["image"],
                                                      label="Images to edit", elem_id="nb-uploads")
                             instruction = gr.Textbox(label="Instruction or prompt", elem_id="nb-instruction",
                                                      placeholder="e.g. make the background blue")
@@ -420,7 +420,7 @@ class StudioUI:
                     with gr.Row():
                         download_zip = gr.Button("Download all (zip)")
                         refresh_history = gr.Button("Refresh")
-                    history_file = LinkedFile(label="Your download", interactive=False,
+                    history_file = linked_file(label="Your download", interactive=False,
                                               elem_id="nb-history-file")
 
                 with gr.Tab("Account", id="account") as account_tab:
@@ -433,7 +433,7 @@ class StudioUI:
                         with gr.Row():
                             export_button = gr.Button("Download my data")
                             delete_button = gr.Button("Delete my account", variant="stop")
-                        export_file = LinkedFile(label="Your data", interactive=False,
+                        export_file = linked_file(label="Your data", interactive=False,
                                                  elem_id="nb-export-file")
                         with gr.Group(visible=False) as confirm_group:
                             gr.Markdown("**This deletes your account, credits, images and history** "

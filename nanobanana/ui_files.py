@@ -3,7 +3,7 @@
 Gradio copies every file a handler returns into a cache that anyone holding the URL may read. Our stored
 images and zips instead go out as links to `/files/images/<id>.png` and `/files/exports/<name>.zip`, which
 check on every request that the caller owns the file and that it has not expired. Uploads come in through
-`UploadedImages`, which hands the handler Gradio's upload path (the handler decodes and deletes it).
+`uploaded_images`, which hands the handler Gradio's upload path (the handler decodes and deletes it).
 """
 
 from __future__ import annotations
@@ -30,30 +30,35 @@ IMAGE_NAME = re.compile(r"^([A-Za-z0-9_-]{8,64})\.png$")
 EXPORT_NAME = re.compile(r"^[A-Za-z0-9_-]{8,120}\.zip$")
 
 
-class LinkedFile(gr.File):
+# Factories, not subclasses: Gradio writes a .pyi stub beside every module that subclasses a component.
+def linked_file(**kwargs: Any) -> gr.File:
     """A `gr.File` whose value is a URL on this site: shown and downloaded from there, never copied."""
+    component = gr.File(**kwargs)
 
-    is_template = True  # the page draws it as a plain File
-
-    def postprocess(self, value: Any) -> FileData | None:
+    def postprocess(value: Any) -> FileData | None:
         if value is None:
             return None
         url = str(value)
         return FileData(path=url, url=url, orig_name=urlsplit(url).path.rsplit("/", 1)[-1])
 
+    component.postprocess = postprocess  # type: ignore[method-assign]
+    return component
 
-class UploadedImages(gr.File):
-    """A `gr.File` for uploads that gives the handler Gradio's upload paths as they are.
+
+def uploaded_images(**kwargs: Any) -> gr.File:
+    """A `gr.File` for uploads that hands the handler Gradio's upload paths as they are.
 
     (`gr.File(type="filepath")` opens a temporary file per upload and never closes or removes it.)
     """
+    component = gr.File(**kwargs)
 
-    is_template = True
-
-    def _process_single_file(self, f: FileData) -> NamedString | bytes:
-        if self.file_types and not client_utils.is_valid_file(f.path, self.file_types):
+    def process_single_file(f: FileData) -> NamedString:
+        if component.file_types and not client_utils.is_valid_file(f.path, component.file_types):
             raise gr.Error("Upload an image file (PNG, JPEG or WebP).", print_exception=False)
         return NamedString(f.path)
+
+    component._process_single_file = process_single_file  # type: ignore[method-assign]
+    return component
 
 
 def site_root(request: gr.Request) -> str:

@@ -193,3 +193,15 @@ def request(prompt: str = "a red circle", **kwargs) -> GenerationRequest:
 
 
 Signer = Callable[..., object]
+
+
+def head_revision() -> str:
+    """The newest migration's revision id (what a fresh or upgraded database must be at)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from nanobanana.db import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()

@@ -18,7 +18,7 @@ from nanobanana.credits import CostRule, CreditsError, InsufficientCredits, Inva
 from nanobanana.db import Database
 from nanobanana.identity import Accounts, OAuthProfileData
 from nanobanana.service_config import CreditsConfig
-from tests.service_fixtures import data_dir, database_url, postgres_url
+from tests.service_fixtures import data_dir, database_url, head_revision, postgres_url
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_new_database_has_every_table_at_the_newest_migration(db):
     expected = {"accounts", "ledger", "images", "generations", "usage", "announcements", "alembic_version"}
     assert expected <= tables
     with db.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
 
 
 def test_opening_twice_migrates_once_and_keeps_data(db, account_id, data_dir, database_url):

@@ -438,8 +438,8 @@ def in_process(generator, tmp_path_factory):
 def test_over_https_the_site_sends_hsts_and_a_secure_visitor_cookie(in_process):
     from starlette.testclient import TestClient
 
-    with TestClient(in_process.web, base_url="https://nanobanana.example.org") as c:
-        response = c.get("/privacy")
+    # Not as a context manager: its lifespan shutdown would stop the running app's queue.
+    response = TestClient(in_process.web, base_url="https://nanobanana.example.org").get("/privacy")
     assert response.headers["strict-transport-security"].startswith("max-age=")
     visitor = next(v for v in response.headers.get_list("set-cookie") if v.startswith("nb_visitor="))
     assert "Secure" in visitor and "SameSite=Lax" in visitor

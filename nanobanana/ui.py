@@ -558,6 +558,8 @@ def create_app(studio: Studio, config: UIConfig | None = None,
                     '(pip install "gradio[mcp]"); serving without MCP.')
     return gr.mount_gradio_app(
         app, demo, path="/", mcp_server=mcp, show_error=False, app_kwargs={"openapi_url": None},
+        # Gradio's run history keeps prompts and results in the browser; our history has a retention.
+        run_history=False,
         # Gradio refuses larger uploads at the door, before writing them anywhere.
         max_file_size=studio.generator.config.limits.max_upload_bytes,
         footer_links=["api", "settings"], theme=gr.themes.Soft(primary_hue="yellow"),

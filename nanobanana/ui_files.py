@@ -26,8 +26,8 @@ from nanobanana.identity import Identity
 from nanobanana.web_guard import VISITOR_COOKIE
 
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
-IMAGE_NAME = re.compile(r"^([A-Za-z0-9_-]{8,64})\.png$")
-EXPORT_NAME = re.compile(r"^[A-Za-z0-9_-]{8,120}\.zip$")
+IMAGE_NAME = re.compile(r"([A-Za-z0-9_-]{8,64})\.png")
+EXPORT_NAME = re.compile(r"[A-Za-z0-9_-]{8,120}\.zip")
 
 
 # Factories, not subclasses: Gradio writes a .pyi stub beside every module that subclasses a component.
@@ -90,7 +90,7 @@ def file_routes(app: FastAPI, studio: Any) -> None:
 
     @app.get("/files/images/{name}")
     def image_file(name: str, request: Request) -> Response:
-        match = IMAGE_NAME.match(name)
+        match = IMAGE_NAME.fullmatch(name)
         identity = request_identity(studio, request)
         if not match or identity is None:
             return _not_found()
@@ -103,7 +103,7 @@ def file_routes(app: FastAPI, studio: Any) -> None:
     @app.get("/files/exports/{name}")
     def export_file(name: str, request: Request) -> Response:
         identity = request_identity(studio, request)
-        if not EXPORT_NAME.match(name) or identity is None:
+        if not EXPORT_NAME.fullmatch(name) or identity is None:
             return _not_found()
         path = studio.export_path(identity, name)
         if path is None:

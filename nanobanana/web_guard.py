@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -23,11 +24,11 @@ import urllib.parse
 from base64 import b64decode, b64encode
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from http.cookies import SimpleCookie
 from typing import Any
 
 import itsdangerous
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import cookie_parser
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +40,28 @@ VISITOR_COOKIE = "nb_visitor"
 SESSION_ID_KEY = "nb_sid"
 API_PREFIX = "/gradio_api"
 UNPUBLISHED = {"/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect", f"{API_PREFIX}/openapi.json"}
-DATA_ROUTES = re.compile(rf"^{API_PREFIX}/(?:queue/join|run/[^/]+|api/[^/]+|call/(?:v2/)?[^/]+)/?$")
+DATA_ROUTES = re.compile(rf"^{API_PREFIX}/(?:queue/join|run/[^/]+|api/[^/]+|call/[^/]+)/?$")
 UPLOAD_ROUTE = re.compile(rf"^{API_PREFIX}/upload/?$")
+# The only other POSTs the page and gradio_client make. Every other Gradio POST route (e.g. /stream/{id},
+# which replaces a queued event's data unchecked, component_server, run-history) answers 404.
+OTHER_POSTS = re.compile(rf"^{API_PREFIX}/(?:cancel|reset)/?$")
 
 
 def request_cookies(scope: Scope) -> dict[str, str]:
-    raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(raw)
-    except Exception:  # a malformed cookie header: treat as none
-        return {}
-    return {k: m.value for k, m in jar.items()}
+    """The request's cookies, parsed as Starlette parses them (what every layer below us will read)."""
+    raw = "; ".join(v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"cookie")
+    return cookie_parser(raw)
+
+
+def _normalise_cookies(scope: Scope) -> dict[str, str]:
+    """Replace the cookie headers by one header rebuilt from what we parsed: the layers below see
+    exactly the cookies we checked."""
+    cookies = request_cookies(scope)
+    headers = [(k, v) for k, v in scope.get("headers", []) if k != b"cookie"]
+    if cookies:
+        headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode("latin-1")))
+    scope["headers"] = headers
+    return cookies
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -184,7 +195,8 @@ class SessionGuard:
         self.codec = codec
         self.sessions = sessions
         self.who = who
-        self.flags = f"Path=/; Max-Age={codec.max_age}; HttpOnly; Secure; SameSite={same_site.capitalize()}"
+        self.same_site = same_site.capitalize()
+        self.flags = f"Path=/; Max-Age={codec.max_age}; HttpOnly; Secure; SameSite={self.same_site}"
 
     def _person(self, session: dict) -> tuple[str, str] | None:
         info = session.get("oauth_info")
@@ -199,11 +211,15 @@ class SessionGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        raw = request_cookies(scope).get(SESSION_COOKIE)
+        raw = _normalise_cookies(scope).get(SESSION_COOKIE)
         session = self.codec.decode(raw) if raw else None
         active_id: str | None = None
+        person = self._person(session) if session is not None else None
         stripped = False
-        if session is not None and (person := self._person(session)) is not None:
+        if raw and session is None:  # a bad signature, or older than a sign-in lasts
+            _drop_cookie(scope, SESSION_COOKIE)
+            stripped = True
+        elif person is not None:
             sid = session.get(SESSION_ID_KEY)
             if isinstance(sid, str) and await run_in_threadpool(self.sessions.is_active, sid, *person):
                 active_id = sid
@@ -213,12 +229,13 @@ class SessionGuard:
 
         async def send_guarded(message: dict) -> None:
             if message["type"] == "http.response.start":
-                await self._rewrite(message, active_id, stripped)
+                await self._rewrite(message, active_id, person if active_id else None, stripped)
             await send(message)
 
         await self.app(scope, receive, send_guarded)
 
-    async def _rewrite(self, message: dict, active_id: str | None, stripped: bool) -> None:
+    async def _rewrite(self, message: dict, active_id: str | None, active_person: tuple[str, str] | None,
+                       stripped: bool) -> None:
         headers = message.get("headers", [])
         ours = [v for k, v in headers if k.lower() == b"set-cookie"
                 and v.decode("latin-1").split("=", 1)[0].strip() == SESSION_COOKIE]
@@ -232,14 +249,16 @@ class SessionGuard:
                 if active_id:
                     await run_in_threadpool(self.sessions.close, active_id)
                 value = None if session is None else value
-            elif session.get(SESSION_ID_KEY) != active_id or active_id is None:
+            elif active_id is None or session.get(SESSION_ID_KEY) != active_id or person != active_person:
+                if active_id:  # someone else signed in on this browser: the old session ends
+                    await run_in_threadpool(self.sessions.close, active_id)
                 session[SESSION_ID_KEY] = await run_in_threadpool(self.sessions.open, *person)
                 value = self.codec.encode(session)
         if value is not None:
             others.append((b"set-cookie", f"{SESSION_COOKIE}={value}; {self.flags}".encode()))
         elif ours or stripped:
             others.append((b"set-cookie", f"{SESSION_COOKIE}=null; Path=/; Max-Age=0; HttpOnly; Secure; "
-                                          f"SameSite=Lax".encode()))
+                                          f"SameSite={self.same_site}".encode()))
         message["headers"] = others
 
 
@@ -254,6 +273,8 @@ class UploadRegistry:
         self._paths: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
 
     def add(self, paths: Iterable[str], keys: frozenset[str]) -> None:
+        if not keys:  # nobody to tie them to: no call can use them anyway
+            return
         now = time.monotonic()
         with self._lock:
             for path in paths:
@@ -288,7 +309,7 @@ def _file_references(data: Any) -> Iterable[dict]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # The JSON each input component takes (None is always allowed: Gradio passes it on as "no value").
@@ -334,6 +355,8 @@ class InputGuard:
             await self._upload(scope, receive, send)
         elif DATA_ROUTES.match(path):
             await self._call(scope, receive, send)
+        elif path.startswith(API_PREFIX) and not OTHER_POSTS.match(path):
+            await _refuse(send, 404, "Not found.")
         else:
             await self.app(scope, receive, send)
 

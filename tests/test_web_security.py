@@ -214,6 +214,14 @@ def test_my_own_upload_edits_and_is_then_removed(live):
     assert not Path(path).exists()  # read in memory, then removed
 
 
+@pytest.mark.parametrize("path", ["/gradio_api/stream/abc123", "/gradio_api/component_server",
+                                  "/gradio_api/call/v2/generate", "/gradio_api/run-history/connect"])
+def test_gradios_other_data_routes_are_closed(live, path):
+    # /stream/{event_id} would replace a queued event's data after the checks above.
+    response = new_visitor(live).post(path, json={"data": [[file_ref("/dev/zero")], "x", 0.5, 2, 0, True]})
+    assert response.status_code == 404
+
+
 # -- 2. credentialed cross-origin requests -----------------------------------------------------------------
 @pytest.mark.parametrize("host", [None, "nanobanana.example.org"])
 def test_a_request_from_another_site_is_refused(live, host):
@@ -256,6 +264,15 @@ def test_a_cookie_replayed_after_sign_out_is_not_signed_in(live):
     c.get("/logout")
     replay = new_visitor(live)
     set_session(replay, cookie)
+    assert "Sign in" in account_text(replay, live)
+
+
+def test_a_malformed_cookie_header_does_not_revive_an_ended_session(live):
+    c = signed_in(live)
+    cookie = session_of(c)
+    c.get("/logout")
+    # Python's cookie parser gives up on a header like this; Starlette's (which the session layer uses) not.
+    replay = httpx.Client(base_url=live.url, timeout=60, headers={"Cookie": f"session={cookie}; foo; nb_visitor=v1"})
     assert "Sign in" in account_text(replay, live)
 
 

@@ -225,8 +225,8 @@ class StudioUI:
         try:
             if not image_id:
                 raise gr.Error("Choose an image first.")
-            self.studio.image_path(self.identity(profile, request), image_id)  # mine, and not expired
-            return f"{site_root(request)}/files/images/{image_id}.png"
+            path = self.studio.image_path(self.identity(profile, request), image_id)  # mine, not expired
+            return f"{site_root(request)}/files/images/{image_id}.png", path.stat().st_size
         except Exception as exc:
             raise user_error(exc) from None
 
@@ -235,9 +235,13 @@ class StudioUI:
             identity = self.identity(profile, request)
             if not self.studio.list_images(identity):
                 raise gr.Error("You have no stored images to download.")
-            return f"{site_root(request)}/files/exports/{self.studio.images_zip(identity).name}"
+            return self._export_link(request, self.studio.images_zip(identity))
         except Exception as exc:
             raise user_error(exc) from None
+
+    @staticmethod
+    def _export_link(request: gr.Request, path: Path) -> tuple[str, int]:
+        return f"{site_root(request)}/files/exports/{path.name}", path.stat().st_size
 
     def delete_image(self, image_id, profile: gr.OAuthProfile | None, request: gr.Request):
         try:
@@ -285,7 +289,7 @@ class StudioUI:
 
     def export(self, profile: gr.OAuthProfile | None, request: gr.Request):
         try:
-            return f"{site_root(request)}/files/exports/{self.studio.export(self.identity(profile, request)).name}"
+            return self._export_link(request, self.studio.export(self.identity(profile, request)))
         except Exception as exc:
             raise user_error(exc) from None
 

@@ -32,14 +32,15 @@ EXPORT_NAME = re.compile(r"[A-Za-z0-9_-]{8,120}\.zip")
 
 # Factories, not subclasses: Gradio writes a .pyi stub beside every module that subclasses a component.
 def linked_file(**kwargs: Any) -> gr.File:
-    """A `gr.File` whose value is a URL on this site: shown and downloaded from there, never copied."""
+    """A `gr.File` whose value is `(url, size in bytes)` of a file on this site: shown and downloaded from
+    there, never copied."""
     component = gr.File(**kwargs)
 
     def postprocess(value: Any) -> FileData | None:
         if value is None:
             return None
-        url = str(value)
-        return FileData(path=url, url=url, orig_name=urlsplit(url).path.rsplit("/", 1)[-1])
+        url, size = value
+        return FileData(path=url, url=url, size=size, orig_name=urlsplit(url).path.rsplit("/", 1)[-1])
 
     component.postprocess = postprocess  # type: ignore[method-assign]
     return component

@@ -10,9 +10,9 @@ import os
 # Before gradio is imported: no analytics calls unless the operator turns them on.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from nanobanana.studio import build_studio
-from nanobanana.ui import create_app, serve
-from nanobanana.ui_config import load_ui_config
+from nanobanana.service.studio import build_studio
+from nanobanana.web.app import create_app, serve
+from nanobanana.web.config import load_ui_config
 
 
 def main() -> None:

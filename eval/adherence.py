@@ -1,5 +1,5 @@
 """`python -m eval adherence`: does the image show what the prompt asked? A GenEval-style test of the
-bundled shapes model, scored by the deterministic analyser `nanobanana.shapes` (no second model).
+bundled shapes model, scored by the deterministic analyser `nanobanana.bundled.shapes` (no second model).
 
 Tasks, each scored on the one thing it tests (GenEval's idea): `colour` (the main object's colour),
 `shape`, `count` (1-3 objects), `position` (left/right/top/bottom/center), and `two_objects` ("a red circle
@@ -43,7 +43,7 @@ from eval.common import (
     write_csv,
     write_json,
 )
-from nanobanana.shapes import (
+from nanobanana.bundled.shapes import (
     BACKGROUNDS,
     COUNTS,
     HELD_OUT_TEMPLATES,

@@ -1,6 +1,6 @@
 """What the eval commands share: the model they load, the machine they ran on, CSV/JSON output and the
 statistics (Wilson intervals, percentiles). No generation or service logic lives here: commands call
-`nanobanana.generation` and `nanobanana.studio` exactly as the app does.
+`nanobanana.generation` and `nanobanana.service.studio` exactly as the app does.
 """
 
 from __future__ import annotations

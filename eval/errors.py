@@ -42,7 +42,7 @@ from eval.common import (
     write_json,
 )
 from nanobanana.generation import GenerationRequest, Generator, Mode, load_image
-from nanobanana.storage import ImageStore
+from nanobanana.service.images import ImageStore
 
 SAFETY_PROMPTS = Path(__file__).resolve().parent / "data" / "safety_prompts.csv"
 VALID_PROMPTS = [
@@ -156,7 +156,7 @@ def unsafe_prompts() -> list[str]:
 
 
 def corrupt_png(seed: int) -> bytes:
-    from nanobanana.shapes import PromptSpec, render
+    from nanobanana.bundled.shapes import PromptSpec, render
 
     buffer = io.BytesIO()
     render(PromptSpec("red", "circle"), seed=seed).save(buffer, format="PNG")
@@ -168,7 +168,7 @@ class Mix:
     """Builds and sends each request of the mix exactly as the UI would, recording what happened."""
 
     def __init__(self, studio: Any, store: FaultyStore, args: argparse.Namespace, rng: random.Random) -> None:
-        from nanobanana.studio import Identity, OAuthProfileData
+        from nanobanana.service.studio import Identity, OAuthProfileData
 
         self.studio, self.store, self.args, self.rng = studio, store, args, rng
         self.Identity = Identity
@@ -227,7 +227,7 @@ class Mix:
 
     @staticmethod
     def _png(seed: int) -> bytes:
-        from nanobanana.shapes import PromptSpec, render
+        from nanobanana.bundled.shapes import PromptSpec, render
 
         buffer = io.BytesIO()
         render(PromptSpec("blue", "square", "yellow"), seed=seed).save(buffer, format="PNG")
@@ -295,7 +295,7 @@ def ledger_by_request(studio: Any, identity: Any) -> dict[str, dict[str, int]]:
 def checks(studio: Any, mix: Mix, rows: list[dict[str, Any]]) -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from nanobanana.db import images as images_table
+    from nanobanana.service.db import images as images_table
 
     result: dict[str, Any] = {}
     for name, identity in (("rich", mix.rich), ("poor", mix.poor)):
@@ -411,7 +411,7 @@ def plot(out: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanobanana.studio import build_studio
+    from nanobanana.service.studio import build_studio
 
     apply_threads(args.threads)
     rng = random.Random(args.seed)

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def measure(generator: Generator, bare_pipe, repeats: int, prompt: str, steps: int | None) -> dict:
     request = GenerationRequest(prompt=prompt, seed=0, steps=steps)
-    settings = generator.check_request(request).settings
+    settings = generator.plan(request).settings
 
     def bare_call() -> None:
         with torch.inference_mode():

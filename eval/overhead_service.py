@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def measure(generator: Generator, studio, repeats: int, request: GenerationRequest) -> dict:
-    from nanobanana.identity import OAuthProfileData
+    from nanobanana.service.accounts import OAuthProfileData
 
     account = studio.sign_in(OAuthProfileData("local", "overhead-bench", "overhead-bench"))
     studio.ledger_service.grant(account.id, 10**9, "benchmark")
@@ -86,7 +86,7 @@ def measure(generator: Generator, studio, repeats: int, request: GenerationReque
     paired = statistics.median(
         (r["studio_s"] - r["safety_s"]) / r["generator_s"] - 1 for r in rows
     )
-    settings = generator.check_request(request).settings
+    settings = generator.plan(request).settings
     return {
         "model": generator.model_id,
         "width": settings.width,
@@ -102,8 +102,8 @@ def measure(generator: Generator, studio, repeats: int, request: GenerationReque
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanobanana.service_config import load_service_config
-    from nanobanana.studio import build_studio
+    from nanobanana.service.config import load_service_config
+    from nanobanana.service.studio import build_studio
 
     config = load_generation_config()
     if args.model:

@@ -148,7 +148,7 @@ def adherence_section(folder: Path) -> list[Block]:
         blocks.append(("p", f"**Warning:** {summary['note']}"))
     blocks.append(("p", f"Model `{summary['model']}`, {summary['steps']} steps; {summary['prompts_per_cell']} "
                         f"prompts per task and split × {summary['seeds_per_prompt']} seeds = {summary['images']} "
-                        f"images, scored by `nanobanana.shapes.analyse`. `reference`: the analyser on pictures "
+                        f"images, scored by `nanobanana.bundled.shapes.analyse`. `reference`: the analyser on pictures "
                         f"drawn by `render` for the same prompts (its ceiling). Command: `{summary['command']}`."))
     if table is not None:
         shown = table.assign(

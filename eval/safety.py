@@ -544,7 +544,7 @@ def procedural_images(seed: int) -> list[tuple[str, object]]:
 def _shapes_world(seed: int, count: int = 24) -> list[tuple[str, object]]:
     """Renders of the bundled model's world of coloured shapes (what the offline model draws)."""
     try:
-        from nanobanana.shapes import random_spec, render
+        from nanobanana.bundled.shapes import random_spec, render
     except ImportError:
         return []
     rng = random.Random(seed)

@@ -1,3 +1,3 @@
-from nanobanana.cli import main
+from nanobanana.cli.main import main
 
 raise SystemExit(main())

@@ -49,7 +49,7 @@ torch.set_num_threads(1)'''
 
 MODEL_FOLDER = '''\
 from nanobanana.generation import load_generation_config
-from nanobanana.model_builder import build_from_config
+from nanobanana.bundled.builder import build_from_config
 
 
 def ensure_model_folder(config):
@@ -65,7 +65,7 @@ QUICKSTART = [
 # Quickstart: generate, reproduce, edit
 
 Everything here calls the same functions as the app: `nanobanana.generation.Generator` (one typed
-`GenerationRequest` in, one `GenerationResult` out) and the service `nanobanana.studio` (the app's request
+`GenerationRequest` in, one `GenerationResult` out) and the service `nanobanana.service.studio` (the app's request
 path: credits, safety filters, storage). The model is the configured default (`configs/app.yaml`, or
 `NANOBANANA_MODEL`). With `tiny-random` (random weights) the pictures are noise: this notebook then shows
 the mechanics, not quality."""),
@@ -128,9 +128,9 @@ assert same_request and alone_diff.max() <= 2 and other_diff.mean() > alone_diff
     new_markdown_cell("""\
 ## Image-to-image
 Uploads go through `load_image` (format, size and pixel limits, as the app checks them). The input here
-is a drawn picture from the shapes world (`nanobanana.shapes.render`); `strength` says how much to change."""),
+is a drawn picture from the shapes world (`nanobanana.bundled.shapes.render`); `strength` says how much to change."""),
     new_code_cell('''\
-from nanobanana.shapes import PromptSpec, analyse, render
+from nanobanana.bundled.shapes import PromptSpec, analyse, render
 
 picture = render(PromptSpec("blue", "square", "yellow"), size=128, seed=1)
 upload = load_image(picture, config.limits)
@@ -153,7 +153,7 @@ safety filter, store, record usage. The studio's own timings show where the time
     new_code_cell('''\
 import tempfile
 
-from nanobanana.studio import Identity, build_studio
+from nanobanana.service.studio import Identity, build_studio
 
 studio = build_studio(generator=generator, data_dir=Path(tempfile.mkdtemp()), start_sweeper=False)
 answer = studio.generate(GenerationRequest(prompt, seed=SEED), Identity.anonymous("notebook"))
@@ -167,7 +167,7 @@ SWEEP = [
 # Settings sweep: steps × guidance × scheduler (and aspect ratio)
 
 Generation time and prompt adherence for each combination, in one pandas table. Adherence is scored by
-the deterministic shapes analyser (`nanobanana.shapes`: `parse_prompt` says what the prompt asks,
+the deterministic shapes analyser (`nanobanana.bundled.shapes`: `parse_prompt` says what the prompt asks,
 `analyse` reads the picture, `score` compares) — no second model. It is meaningful on the bundled shapes
 model; on the random-weights test model the numbers only show the sweep runs. Every call goes through
 `Generator.generate`, as the app's do."""),
@@ -202,7 +202,7 @@ if not MEANINGFUL:
     new_code_cell('''\
 import random
 
-from nanobanana.shapes import TRAIN_TEMPLATES, analyse, caption, parse_prompt, random_spec, score
+from nanobanana.bundled.shapes import TRAIN_TEMPLATES, analyse, caption, parse_prompt, random_spec, score
 
 rng = random.Random(SEED)
 prompts = [caption(random_spec(rng), rng.choice(TRAIN_TEMPLATES)) for _ in range(PROMPTS)]

@@ -18,8 +18,8 @@ from nanobanana.config import REPO_ROOT
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`configs/models/tiny-random.yaml` built into a temp folder by `nanobanana.model_builder`."""
-    from nanobanana.model_builder import build_from_config
+    """`configs/models/tiny-random.yaml` built into a temp folder by `nanobanana.bundled.builder`."""
+    from nanobanana.bundled.builder import build_from_config
 
     out = tmp_path_factory.mktemp("models") / "tiny-random"
     return build_from_config(REPO_ROOT / "configs/models/tiny-random.yaml", out, seed=0)

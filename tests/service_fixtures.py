@@ -20,7 +20,6 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from nanobanana.db import metadata
 from nanobanana.generation import (
     GenerationCancelled,
     GenerationFailed,
@@ -29,7 +28,8 @@ from nanobanana.generation import (
     Generator,
     StageTimings,
 )
-from nanobanana.service_config import ServiceConfig, load_service_config
+from nanobanana.service.config import ServiceConfig, load_service_config
+from nanobanana.service.db import metadata
 
 POSTGRES_URL = os.environ.get("NANOBANANA_TEST_POSTGRES_URL")
 BLOCK_WORD = "forbidden"
@@ -68,7 +68,7 @@ class WordFilter:
 
 
 class FastGenerator(Generator):
-    """The tiny model's real validation (`check_request`) with a fake pipeline that takes `seconds`.
+    """The tiny model's real validation (`plan`) with a fake pipeline that takes `seconds`.
 
     Image i is red (blocked by `WordFilter`) when the prompt contains `red{i}` or `allred`. A request
     whose prompt contains `fail` raises `GenerationFailed`, like a model crash would.
@@ -81,7 +81,7 @@ class FastGenerator(Generator):
         self.calls = 0
 
     def generate(self, request: GenerationRequest, *, on_step=None, cancel=None) -> GenerationResult:
-        plan = self.check_request(request)
+        plan = self.plan(request)
         s = plan.settings
         self.calls += 1
         if self.seconds:
@@ -111,7 +111,7 @@ def make_studio(data_dir: Path, generator: Generator, *, database_url: str | Non
                 real_safety: bool = False, **sections):
     """A studio on `data_dir`; the safety filter is `safety`, a new `WordFilter`, or (`real_safety`) the
     default `nanobanana.safety.SafetyChecker`."""
-    from nanobanana.studio import build_studio
+    from nanobanana.service.studio import build_studio
 
     config = service_config(data_dir, database_url, **sections)
     if not real_safety:
@@ -200,7 +200,7 @@ def head_revision() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from nanobanana.db import MIGRATIONS_DIR
+    from nanobanana.service.db import MIGRATIONS_DIR
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

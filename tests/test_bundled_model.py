@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
+from nanobanana.bundled.shapes import PromptSpec, analyse, parse_prompt, render, score
 from nanobanana.config import REPO_ROOT, read_yaml
-from nanobanana.shapes import PromptSpec, analyse, parse_prompt, render, score
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODEL = REPO_ROOT / "models/nanobanana-shapes"
@@ -50,7 +50,7 @@ def defaults():
 def test_fast_training_saves_a_loadable_pipeline_and_resumes(tmp_path, capsys, request):
     from diffusers import AutoPipelineForText2Image
 
-    from nanobanana.train_bundled import main
+    from nanobanana.bundled.train import main
 
     out, work = tmp_path / "model", tmp_path / "work"
     # One thread: tiny tensors gain nothing from more, and a busy CPU makes extra threads spin.
@@ -73,7 +73,7 @@ def test_fast_training_saves_a_loadable_pipeline_and_resumes(tmp_path, capsys, r
 
 
 def test_training_script_documents_its_options(capsys):
-    from nanobanana.train_bundled import main
+    from nanobanana.bundled.train import main
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -82,9 +82,9 @@ def test_training_script_documents_its_options(capsys):
 
 
 def test_bundled_config_builds_the_shipped_architecture():
+    from nanobanana.bundled.builder import build_pipeline
+    from nanobanana.bundled.train import load_architecture
     from nanobanana.generation.config import model_config_from_reference
-    from nanobanana.model_builder import build_pipeline
-    from nanobanana.train_bundled import load_architecture
 
     config = model_config_from_reference("bundled")
     assert config.source == "models/nanobanana-shapes" and config.base_resolution == 64

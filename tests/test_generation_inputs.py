@@ -213,5 +213,5 @@ def test_a_missing_model_folder_says_how_to_build_it(tmp_path):
 
     config = load_generation_config(environ={"NANOBANANA_MODEL": "tiny-random"})
     missing = config.model.model_copy(update={"source": str(tmp_path / "nowhere")})
-    with pytest.raises(ModelLoadError, match=r"python -m nanobanana\.model_builder"):
+    with pytest.raises(ModelLoadError, match=r"python -m nanobanana\.bundled\.builder"):
         Generator(config.model_copy(update={"model": missing})).load()

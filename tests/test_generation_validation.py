@@ -11,7 +11,7 @@ from nanobanana.generation import GenerationRequest, InvalidRequest, Mode, Unsup
 def refused(generator, **fields) -> str:
     fields.setdefault("prompt", "a red circle")
     with pytest.raises(InvalidRequest) as info:
-        generator.check_request(GenerationRequest(**fields))
+        generator.plan(GenerationRequest(**fields))
     return str(info.value)
 
 
@@ -25,7 +25,7 @@ def test_a_lone_surrogate_in_a_prompt_is_refused_with_its_position(generator):
 
 
 def test_control_characters_are_cleaned_from_a_prompt(generator):
-    plan = generator.check_request(GenerationRequest(prompt="a red\x00 circle\x1b[31m\tnow"))
+    plan = generator.plan(GenerationRequest(prompt="a red\x00 circle\x1b[31m\tnow"))
     assert plan.settings.prompt == "a red  circle [31m\tnow"
 
 
@@ -35,7 +35,7 @@ def test_prompt_over_the_character_limit_is_refused(generator):
 
 
 def test_prompt_over_the_token_limit_is_truncated_and_says_so(generator):
-    plan = generator.check_request(GenerationRequest(prompt=" ".join(["red circle"] * 20)))
+    plan = generator.plan(GenerationRequest(prompt=" ".join(["red circle"] * 20)))
     assert plan.settings.prompt.split() == (["red", "circle"] * 20)[:14]
     assert "was cut to" in plan.warnings[0]
 
@@ -48,7 +48,7 @@ def test_prompt_over_the_token_limit_is_refused_when_configured(generator):
     strict = Generator(config)
     strict._model = generator.load()  # same weights, stricter policy
     with pytest.raises(InvalidRequest, match="tokens long"):
-        strict.check_request(GenerationRequest(prompt=" ".join(["red circle"] * 20)))
+        strict.plan(GenerationRequest(prompt=" ".join(["red circle"] * 20)))
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_strength_must_be_in_the_open_unit_interval(generator):
 def test_several_images_need_a_multi_image_edit_pipeline(generator):
     images = [Image.new("RGB", (64, 64))] * 2
     with pytest.raises(UnsupportedMode, match="one image at a time"):
-        generator.check_request(GenerationRequest(prompt="x", mode=Mode.EDIT, images=images))
+        generator.plan(GenerationRequest(prompt="x", mode=Mode.EDIT, images=images))
 
 
 def test_mode_the_model_lacks_is_unsupported(generator):
@@ -104,12 +104,12 @@ def test_mode_the_model_lacks_is_unsupported(generator):
     text_only = Generator(config)
     text_only._model = generator.load()
     with pytest.raises(UnsupportedMode, match="supports: text-to-image"):
-        text_only.check_request(
+        text_only.plan(
             GenerationRequest(prompt="x", mode=Mode.IMAGE_TO_IMAGE, images=[Image.new("RGB", (8, 8))])
         )
 
 
 def test_defaults_come_from_the_model_config(generator):
-    settings = generator.check_request(GenerationRequest(prompt="a red circle", seed=7)).settings
+    settings = generator.plan(GenerationRequest(prompt="a red circle", seed=7)).settings
     defaults = generator.config.model.defaults
     assert (settings.steps, settings.guidance, settings.seeds) == (defaults.steps, defaults.guidance, (7,))

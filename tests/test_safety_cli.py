@@ -82,7 +82,7 @@ def test_check_image_prints_the_verdict(tmp_path: Path):
 
 
 def test_check_image_on_a_missing_file_is_an_error_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture):
-    from nanobanana.cli import main
+    from nanobanana.cli.main import main
 
     assert main(["check-image", str(tmp_path / "nope.png")]) == 1
     assert "is not a file" in capsys.readouterr().err
@@ -90,7 +90,7 @@ def test_check_image_on_a_missing_file_is_an_error_not_a_traceback(tmp_path: Pat
 
 @pytest.mark.parametrize("command", ["check-prompt", "check-image"])
 def test_help_documents_the_exit_codes(command: str):
-    from nanobanana.cli import build_parser
+    from nanobanana.cli.main import build_parser
 
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert "3 = blocked" in subparsers.choices[command].format_help()

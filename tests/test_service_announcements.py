@@ -10,8 +10,8 @@ from email import message_from_bytes
 
 import pytest
 
-from nanobanana.announcements import AnnouncementError
-from nanobanana.identity import Identity, OAuthProfileData
+from nanobanana.service.accounts import Identity, OAuthProfileData
+from nanobanana.service.announcements import AnnouncementError
 from tests.service_fixtures import data_dir, fast_generator, make_studio, studio, word_filter
 
 

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from nanobanana.cli import main
+from nanobanana.cli.main import main
 
 
 @pytest.fixture

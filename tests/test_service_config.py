@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nanobanana.errors import ConfigError
-from nanobanana.service_config import default_data_dir, load_service_config
+from nanobanana.service.config import default_data_dir, load_service_config
 
 
 def test_the_shipped_configuration_loads():

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from nanobanana.credits import CostRule, CreditsError, InsufficientCredits, InvalidAdjustment, Ledger
-from nanobanana.db import Database
-from nanobanana.identity import Accounts, OAuthProfileData
-from nanobanana.service_config import CreditsConfig
+from nanobanana.service.accounts import Accounts, OAuthProfileData
+from nanobanana.service.config import CreditsConfig
+from nanobanana.service.db import Database
+from nanobanana.service.ledger import CostRule, CreditsError, InsufficientCredits, InvalidAdjustment, Ledger
 from tests.service_fixtures import data_dir, database_url, head_revision, postgres_url
 
 
@@ -144,7 +144,7 @@ def test_the_migrations_create_exactly_the_schema_the_code_declares(db):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from nanobanana.db import metadata
+    from nanobanana.service.db import metadata
 
     with db.engine.connect() as c:
         assert compare_metadata(MigrationContext.configure(c), metadata) == []

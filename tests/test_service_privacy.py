@@ -17,9 +17,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from nanobanana.db import images, utcnow
-from nanobanana.identity import Identity, OAuthProfileData
-from nanobanana.studio import build_studio
+from nanobanana.service.accounts import Identity, OAuthProfileData
+from nanobanana.service.db import images, utcnow
+from nanobanana.service.studio import build_studio
 from tests.service_fixtures import (
     all_rows,
     data_dir,
@@ -201,7 +201,7 @@ def test_the_first_start_creates_the_data_folder_and_database_with_no_manual_ste
     studio = build_studio({"NANOBANANA_DATA_DIR": str(target)}, generator=fast_generator,
                           safety=lambda: None, start_sweeper=False)
     try:
-        assert studio.data_dir == target.resolve() and (target / "nanobanana.db").is_file()
+        assert studio.data_dir == target.resolve() and (target / "nanobanana.service.db").is_file()
         with studio.db.engine.connect() as c:
             assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000

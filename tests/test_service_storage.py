@@ -15,10 +15,10 @@ from datetime import timedelta
 import pytest
 from PIL import Image
 
-from nanobanana.db import Database, utcnow
-from nanobanana.identity import Identity
-from nanobanana.service_config import StorageConfig
-from nanobanana.storage import ORPHAN_GRACE_SECONDS, ImageNotFound, ImageStore
+from nanobanana.service.accounts import Identity
+from nanobanana.service.config import StorageConfig
+from nanobanana.service.db import Database, utcnow
+from nanobanana.service.images import ORPHAN_GRACE_SECONDS, ImageNotFound, ImageStore
 from tests.service_fixtures import data_dir, database_url, files_under, postgres_url
 
 ALICE = Identity.account("a" * 32)
@@ -77,7 +77,7 @@ def test_an_anonymous_visitor_is_told_apart_by_session_not_address(store):
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["../nanobanana.db", "..%2f..%2fetc%2fpasswd", "/etc/passwd", "a/../../b" * 4, "", ".", "x" * 31,
+    ["../nanobanana.service.db", "..%2f..%2fetc%2fpasswd", "/etc/passwd", "a/../../b" * 4, "", ".", "x" * 31,
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.png", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\x00"],
 )
 def test_malformed_and_path_traversal_ids_are_refused(store, bad_id):
@@ -109,7 +109,7 @@ def test_after_a_sweep_no_expired_file_remains_on_disk(store, db):
 
 def test_expired_images_are_not_served_even_before_the_sweep(store):
     [image], _ = save(store, ALICE)
-    from nanobanana.db import images
+    from nanobanana.service.db import images
 
     with store.db.transaction() as c:
         c.execute(images.update().values(expires_at=utcnow() - timedelta(seconds=1)))

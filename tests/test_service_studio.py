@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from nanobanana.allowance import AllowanceExhausted
-from nanobanana.credits import InsufficientCredits
-from nanobanana.db import images, ledger, usage
 from nanobanana.generation import GenerationCancelled, GenerationFailed, InvalidRequest, Mode
-from nanobanana.identity import Identity, OAuthProfileData
 from nanobanana.safety import ImageBlocked, PromptBlocked
-from nanobanana.studio import DuplicateRequest, ServiceError
+from nanobanana.service.accounts import Identity, OAuthProfileData
+from nanobanana.service.allowance import AllowanceExhausted
+from nanobanana.service.db import images, ledger, usage
+from nanobanana.service.ledger import InsufficientCredits
+from nanobanana.service.studio import DuplicateRequest, ServiceError
 from tests.service_fixtures import (
     BLOCK_WORD,
     FastGenerator,

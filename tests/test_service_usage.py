@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from nanobanana.config import REPO_ROOT
-from nanobanana.db import Database
-from nanobanana.identity import Identity
+from nanobanana.service.accounts import Identity
+from nanobanana.service.db import Database
 from tests.service_fixtures import (
     data_dir,
     database_url,
@@ -49,7 +49,7 @@ def test_stats_of_an_empty_service_say_zero(studio):
 
 
 OPEN = (
-    "import sys, pathlib; from nanobanana.db import Database; "
+    "import sys, pathlib; from nanobanana.service.db import Database; "
     "Database.open(sys.argv[1] or None, pathlib.Path(sys.argv[2]))"
 )
 

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from nanobanana.shapes import (
+from nanobanana.bundled.shapes import (
     BACKGROUNDS,
     HELD_OUT_TEMPLATES,
     POSITIONS,

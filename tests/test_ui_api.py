@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from ui_fixtures import BLOCKED_COLOUR, BLOCKED_WORD, Server, build_test_app, session_cookie
 
-from nanobanana.ui import GENERIC_ERROR
+from nanobanana.web.app import GENERIC_ERROR
 
 pytestmark = pytest.mark.slow
 ALLOWANCE = 3  # anonymous images a day; every anonymous caller here shares 127.0.0.1's count
@@ -190,8 +190,8 @@ def test_metrics_and_privacy_pages_are_served(app):
 def test_progress_follows_the_denoising_steps(app):
     from types import SimpleNamespace
 
-    from nanobanana.ui import StudioUI
-    from nanobanana.ui_config import load_ui_config
+    from nanobanana.web.app import StudioUI
+    from nanobanana.web.config import load_ui_config
 
     calls = []
 

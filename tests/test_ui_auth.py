@@ -15,7 +15,7 @@ import pytest
 from ui_fixtures import OpenIDProvider, Server, build_test_app, free_port, session_cookie
 
 from nanobanana.config import REPO_ROOT
-from nanobanana.ui_config import OAuthProviders, ProviderConfig
+from nanobanana.web.config import OAuthProviders, ProviderConfig
 
 pytestmark = pytest.mark.slow
 SECRET = "test-session-secret"
@@ -114,7 +114,7 @@ def forged_cookie(secret: str, session_id: str | None = None) -> str:
 
     from itsdangerous import TimestampSigner
 
-    from nanobanana.auth import session_entry, userinfo
+    from nanobanana.web.auth import session_entry, userinfo
 
     session = {"oauth_info": session_entry(userinfo("huggingface", "666", "mallory"))}
     if session_id:
@@ -177,7 +177,7 @@ def test_app_py_starts_offline_without_a_token(tiny_model_dir, tmp_path):
 
 
 def test_with_dev_login_off_there_is_no_hugging_face_sign_in_off_a_space(generator, tmp_path):
-    from nanobanana.ui_config import DevLoginConfig
+    from nanobanana.web.config import DevLoginConfig
 
     studio, web = build_test_app(generator, tmp_path, ui_overrides={"dev_login": DevLoginConfig(enabled=False)})
     try:

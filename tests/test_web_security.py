@@ -176,7 +176,7 @@ def edit_data(files: list[dict], instruction="a red circle") -> list:
 
 # -- 1. server-side paths in upload data -----------------------------------------------------------------
 def test_a_server_path_in_edit_data_is_refused_before_it_is_read(live):
-    secret_file = live.data_dir / "nanobanana.db"
+    secret_file = live.data_dir / "nanobanana.service.db"
     before = live.files_in_gradio_dir()
     response = join(new_visitor(live), live, "edit", edit_data([file_ref(str(secret_file))]))
     assert response.status_code == 400 and "not uploaded by you" in response.json()["error"]
@@ -466,7 +466,7 @@ def test_an_expired_image_is_refused_at_once_not_at_the_next_sweep(in_process):
     import sqlalchemy as sa
     from gradio_client import Client
 
-    from nanobanana.db import images, utcnow
+    from nanobanana.service.db import images, utcnow
 
     c = httpx.Client(base_url=in_process.url, timeout=60)
     c.get("/config")
@@ -482,7 +482,7 @@ def test_an_expired_image_is_refused_at_once_not_at_the_next_sweep(in_process):
 
 
 def test_forwarded_headers_are_believed_only_from_configured_proxies():
-    from nanobanana.ui_config import SPACE_PROXIES, load_ui_config
+    from nanobanana.web.config import SPACE_PROXIES, load_ui_config
 
     config = load_ui_config({})
     assert config.proxies({}) == []

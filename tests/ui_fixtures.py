@@ -81,9 +81,9 @@ class Server:
 def build_test_app(generator, data_dir: Path, *, allowance: int = 3, signup_grant: int = 50,
                    ui_overrides: dict[str, Any] | None = None):
     """A studio on `generator` with a temp data folder and the test filter, and the app around it."""
-    from nanobanana.studio import build_studio
-    from nanobanana.ui import create_app
-    from nanobanana.ui_config import load_ui_config
+    from nanobanana.service.studio import build_studio
+    from nanobanana.web.app import create_app
+    from nanobanana.web.config import load_ui_config
 
     environ = {
         "NANOBANANA_SERVICE__ALLOWANCE__ANONYMOUS_IMAGES_PER_DAY": str(allowance),

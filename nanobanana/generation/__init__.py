@@ -22,6 +22,7 @@ from nanobanana.generation.errors import (
     UnsupportedMode,
 )
 from nanobanana.generation.generator import Generator
+from nanobanana.generation.plan import Plan
 from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode, Settings, StageTimings
 from nanobanana.generation.uploads import load_image, load_images
 
@@ -40,6 +41,7 @@ __all__ = [
     "Mode",
     "ModelConfig",
     "ModelLoadError",
+    "Plan",
     "Settings",
     "StageTimings",
     "UnsupportedMode",

@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from nanobanana.credits import DuplicateRequest
 from nanobanana.errors import NanobananaError
-from nanobanana.identity import Identity
+from nanobanana.service.accounts import Identity
+from nanobanana.service.ledger import DuplicateRequest
 
 
 class AllowanceExhausted(NanobananaError):

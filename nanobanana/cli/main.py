@@ -16,9 +16,9 @@ from nanobanana.errors import NanobananaError
 
 # Modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES = [
-    "nanobanana.generation.cli",
-    "nanobanana.safety.cli",
-    "nanobanana.operator_cli",
+    "nanobanana.cli.generate",
+    "nanobanana.cli.safety",
+    "nanobanana.cli.operator",
 ]
 
 

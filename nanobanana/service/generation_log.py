@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from nanobanana.db import Database, generations, utcnow
+from nanobanana.service.db import Database, generations, utcnow
 
 
 @dataclass(frozen=True)

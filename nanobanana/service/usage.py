@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.engine import Connection
 
-from nanobanana.db import Database, usage, utcnow
+from nanobanana.service.db import Database, usage, utcnow
 
 # The `*_created` series give each label set's first event to the microsecond; the policy keeps hours.
 disable_created_metrics()

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from nanobanana.db import Database, closed_accounts, instance_secrets, sign_in_sessions, utcnow
+from nanobanana.service.db import Database, closed_accounts, instance_secrets, sign_in_sessions, utcnow
 
 SUBJECT_KEY = "subject-hmac-key"
 

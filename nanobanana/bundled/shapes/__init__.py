@@ -1,6 +1,6 @@
 """A tiny world of coloured shapes: render it, describe it, and read it back from any image.
 
-Used to train the bundled model (`nanobanana.train_bundled`), by its tests and by eval.
+Used to train the bundled model (`nanobanana.bundled.train`), by its tests and by eval.
 
 Public API:
 
@@ -19,9 +19,17 @@ Public API:
   `VOCABULARY` (every word the bundled model's tokenizer knows).
 """
 
-from nanobanana.shapes.analyser import Analysis, ShapeObject, analyse, classify_shape, count_corners, locate, score
-from nanobanana.shapes.dataset import all_single_combos, held_out_combos, random_spec, render
-from nanobanana.shapes.prompts import (
+from nanobanana.bundled.shapes.analyser import (
+    Analysis,
+    ShapeObject,
+    analyse,
+    classify_shape,
+    count_corners,
+    locate,
+    score,
+)
+from nanobanana.bundled.shapes.dataset import all_single_combos, held_out_combos, random_spec, render
+from nanobanana.bundled.shapes.prompts import (
     BACKGROUNDS,
     COLOURS,
     COUNTS,

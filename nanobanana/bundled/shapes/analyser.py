@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from nanobanana.shapes.prompts import COLOURS, PromptSpec
+from nanobanana.bundled.shapes.prompts import COLOURS, PromptSpec
 
 _NAMES = list(COLOURS)
 _PALETTE = np.array([COLOURS[n] for n in _NAMES], dtype=np.float32)

@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.engine import Connection
 
-from nanobanana.db import Database, images, utcnow
 from nanobanana.errors import NanobananaError
-from nanobanana.identity import Identity
-from nanobanana.service_config import StorageConfig
+from nanobanana.service.accounts import Identity
+from nanobanana.service.config import StorageConfig
+from nanobanana.service.db import Database, images, utcnow
 
 IMAGE_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 ORPHAN_GRACE_SECONDS = 600  # files younger than this may belong to a request still being recorded

@@ -12,10 +12,10 @@ from email.message import EmailMessage
 
 import sqlalchemy as sa
 
-from nanobanana.db import Database, announcements, utcnow
 from nanobanana.errors import NanobananaError
-from nanobanana.identity import Account, Accounts
-from nanobanana.service_config import SmtpConfig
+from nanobanana.service.accounts import Account, Accounts
+from nanobanana.service.config import SmtpConfig
+from nanobanana.service.db import Database, announcements, utcnow
 
 log = logging.getLogger(__name__)
 SHOWN_IN_APP = 20

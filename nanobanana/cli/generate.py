@@ -81,7 +81,7 @@ def run_generate(args: argparse.Namespace) -> int:
     result = generator.generate(request_from_args(args, generator))
     paths = write_result(result, args.out)
     if args.json:
-        from nanobanana.cli import print_json
+        from nanobanana.cli.main import print_json
 
         print_json(result.to_dict() | {"files": [str(p) for p in paths]})
         return 0

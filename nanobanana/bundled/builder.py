@@ -4,7 +4,7 @@ Used for the random-weights test model (`configs/models/tiny-random.yaml`) and a
 the bundled model's training. Everything it builds is standard diffusers/transformers classes, saved with
 `save_pretrained` and loaded by the same code as any hub model.
 
-    python -m nanobanana.model_builder --config configs/models/tiny-random.yaml --out models/tiny-random
+    python -m nanobanana.bundled.builder --config configs/models/tiny-random.yaml --out models/tiny-random
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ import os
 import zipfile
 from pathlib import Path
 
-from nanobanana.credits import CostRule, Ledger
-from nanobanana.db import Database
 from nanobanana.errors import NanobananaError
-from nanobanana.history import History
-from nanobanana.identity import Accounts, Identity
-from nanobanana.service_config import ServiceConfig, analytics_enabled
-from nanobanana.storage import ImageStore
+from nanobanana.service.accounts import Accounts, Identity
+from nanobanana.service.config import ServiceConfig, analytics_enabled
+from nanobanana.service.db import Database
+from nanobanana.service.generation_log import History
+from nanobanana.service.images import ImageStore
+from nanobanana.service.ledger import CostRule, Ledger
 
 LEDGER_FIELDS = ["created_at", "kind", "delta", "balance_after", "reason", "request_id"]
 

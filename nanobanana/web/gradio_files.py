@@ -20,10 +20,10 @@ from gradio.data_classes import FileData
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 
-from nanobanana import auth
 from nanobanana.errors import NanobananaError
-from nanobanana.identity import Identity
-from nanobanana.web_guard import VISITOR_COOKIE
+from nanobanana.service.accounts import Identity
+from nanobanana.web import auth
+from nanobanana.web.middleware import VISITOR_COOKIE
 
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 IMAGE_NAME = re.compile(r"([A-Za-z0-9_-]{8,64})\.png")

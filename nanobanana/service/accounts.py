@@ -16,8 +16,8 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from nanobanana.db import Database, accounts, utcnow
 from nanobanana.errors import NanobananaError
+from nanobanana.service.db import Database, accounts, utcnow
 
 
 class IdentityError(NanobananaError):
@@ -137,7 +137,7 @@ def _account(row: sa.Row) -> Account:
 
 
 class Accounts:
-    """Creating, finding and removing accounts. Credits move only through `nanobanana.credits.Ledger`."""
+    """Creating, finding and removing accounts. Credits move only through `nanobanana.service.ledger.Ledger`."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

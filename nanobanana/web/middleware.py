@@ -5,7 +5,7 @@
 - `SameOriginOnly`: browsers attach cookies to cross-site requests, so a request whose `Origin` is another
   site is refused unless the operator listed that origin, and no CORS header invites one.
 - `SessionGuard`: a sign-in cookie is honoured only while its server-side session lives
-  (`nanobanana.sessions`); every session cookie we send gets an id, our lifetime and our flags.
+  (`nanobanana.service.sessions`); every session cookie we send gets an id, our lifetime and our flags.
 - `InputGuard`: a handler receives only files this client uploaded through Gradio; any other path in
   the request data (a server file, a special file, a URL) is refused before anything touches it. Body
   size, argument count and each argument's JSON type are checked too, so malformed calls get a clear 400
@@ -186,7 +186,7 @@ class SessionGuard:
     """Honour a signed-in cookie only while its server-side session is open.
 
     `who(userinfo)` gives (provider, provider user id) for a session's claims; `sessions` is a
-    `nanobanana.sessions.SignInSessions`. Cookies are rewritten with our flags on the way out.
+    `nanobanana.service.sessions.SignInSessions`. Cookies are rewritten with our flags on the way out.
     """
 
     def __init__(self, app: ASGIApp, codec: SessionCodec, sessions: Any,

@@ -1,13 +1,13 @@
 """Train the bundled shapes model from scratch: procedural data, VAE, UNet + text encoder; evaluate; save.
 
-    python -m nanobanana.train_bundled                       # full recipe into models/nanobanana-shapes
-    python -m nanobanana.train_bundled --resume              # continue from the checkpoints in --work
-    python -m nanobanana.train_bundled --fast --out /tmp/m --work /tmp/w   # a few steps, for tests
+    python -m nanobanana.bundled.train                       # full recipe into models/nanobanana-shapes
+    python -m nanobanana.bundled.train --resume              # continue from the checkpoints in --work
+    python -m nanobanana.bundled.train --fast --out /tmp/m --work /tmp/w   # a few steps, for tests
 
 Phases: (1) an AutoencoderKL on random renders (pixels -> 16x16x4 latents); (2) a latent cache of
 `--dataset-size` renders; (3) the UNet and the CLIP text encoder on v-prediction with zero-terminal-SNR,
 classifier-free-guidance dropout and an EMA of the weights; (4) text-to-image and image-to-image adherence
-measured with `nanobanana.shapes`; (5) the EMA pipeline saved in diffusers format. Every random choice
+measured with `nanobanana.bundled.shapes`; (5) the EMA pipeline saved in diffusers format. Every random choice
 derives from `--seed` and the step number, so a run (and a resumed run) is reproducible.
 """
 
@@ -27,9 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nanobanana.config import REPO_ROOT, read_yaml, validate
-from nanobanana.model_builder import Architecture, build_pipeline
-from nanobanana.shapes import (
+from nanobanana.bundled.builder import Architecture, build_pipeline
+from nanobanana.bundled.shapes import (
     HELD_OUT_TEMPLATES,
     TRAIN_TEMPLATES,
     VOCABULARY,
@@ -42,6 +41,7 @@ from nanobanana.shapes import (
     render,
     score,
 )
+from nanobanana.config import REPO_ROOT, read_yaml, validate
 
 DEFAULT_CONFIG = REPO_ROOT / "configs/models/bundled.yaml"
 
@@ -500,7 +500,7 @@ def format_results(results: dict) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
     p = argparse.ArgumentParser(
-        prog="python -m nanobanana.train_bundled",
+        prog="python -m nanobanana.bundled.train",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nanobanana.cli import print_json
+from nanobanana.cli.main import print_json
 from nanobanana.errors import ConfigError, NanobananaError
-from nanobanana.identity import OAuthProfileData
+from nanobanana.service.accounts import OAuthProfileData
 
 if TYPE_CHECKING:
-    from nanobanana.studio import Studio
+    from nanobanana.service.studio import Studio
 
 
 class OperatorError(NanobananaError):
@@ -33,7 +33,7 @@ def _no_safety_needed():
 @contextmanager
 def open_studio() -> Iterator[Studio]:
     """The studio for operator tasks: same data folder and database as the app, no sweeper thread."""
-    from nanobanana.studio import build_studio
+    from nanobanana.service.studio import build_studio
 
     studio = build_studio(safety=_no_safety_needed, start_sweeper=False)
     try:
@@ -45,7 +45,7 @@ def open_studio() -> Iterator[Studio]:
 def generate_as(user: str, request, *, generator=None, **kwargs):
     """Run `request` through the full request path as the account `user` (username or id): credits
     charged, images stored in the data folder, a usage row written. Returns the `StudioResult`."""
-    from nanobanana.studio import build_studio
+    from nanobanana.service.studio import build_studio
 
     studio = build_studio(generator=generator, start_sweeper=False)
     try:
@@ -57,10 +57,10 @@ def generate_as(user: str, request, *, generator=None, **kwargs):
 
 def run_generate_as_user(args: argparse.Namespace) -> int:
     """`generate ... --user USER`: the generate command, through the service as that account."""
+    from nanobanana.cli.generate import request_from_args
     from nanobanana.generation import Generator
-    from nanobanana.generation.cli import request_from_args
     from nanobanana.generation.config import load_generation_config, model_config_from_reference
-    from nanobanana.studio import build_studio
+    from nanobanana.service.studio import build_studio
 
     config = load_generation_config()
     if args.model:
@@ -87,7 +87,7 @@ def run_generate_as_user(args: argparse.Namespace) -> int:
 
 
 def _extend_generate(subparsers) -> None:
-    """Add `--user USER` to the `generate` command (registered before us by nanobanana.generation.cli)."""
+    """Add `--user USER` to the `generate` command (registered before us by nanobanana.cli.generate)."""
     generate = subparsers.choices.get("generate")
     if generate is None:
         return
@@ -255,6 +255,6 @@ def register(subparsers) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from nanobanana.cli import main
+    from nanobanana.cli.main import main
 
     sys.exit(main())

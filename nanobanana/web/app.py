@@ -1,4 +1,4 @@
-"""The Gradio app: Create, Edit, History, Account, Stats and Privacy on top of `nanobanana.studio.Studio`.
+"""The Gradio app: Create, Edit, History, Account, Stats and Privacy on top of `nanobanana.service.studio.Studio`.
 
     app = create_app(build_studio())        # a FastAPI app: Gradio at /, /metrics, /privacy, sign-in routes
     serve(app, load_ui_config())            # uvicorn, as `python app.py` does
@@ -21,19 +21,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.middleware.sessions import SessionMiddleware
 
-from nanobanana import auth, web_guard
 from nanobanana.errors import NanobananaError
 from nanobanana.generation import GenerationRequest, Mode, load_images
-from nanobanana.identity import Identity
-from nanobanana.studio import Studio
-from nanobanana.ui_config import UIConfig, load_ui_config
-from nanobanana.ui_files import file_routes, linked_file, site_root, uploaded_images
-from nanobanana.ui_web import VisitorCookie, mcp_available, render_policy_page, safe_target, visitor_id
+from nanobanana.service.accounts import Identity
+from nanobanana.service.studio import Studio
+from nanobanana.web import auth
+from nanobanana.web import middleware as web_guard
+from nanobanana.web.config import UIConfig, load_ui_config
+from nanobanana.web.gradio_files import file_routes, linked_file, site_root, uploaded_images
+from nanobanana.web.pages import VisitorCookie, mcp_available, render_policy_page, safe_target, visitor_id
 
 log = logging.getLogger(__name__)
 
 GENERIC_ERROR = "Something went wrong on our side; nothing was charged. Please try again in a moment."
-QUOTE_PROMPT = "quote"  # check_request wants a prompt; the cost does not depend on it
+QUOTE_PROMPT = "quote"  # plan wants a prompt; the cost does not depend on it
 
 
 def user_error(exc: BaseException) -> gr.Error:
@@ -509,7 +510,7 @@ class StudioUI:
 def create_app(studio: Studio, config: UIConfig | None = None,
                environ: Mapping[str, str] | None = None) -> FastAPI:
     """Gradio at `/`, plus `/files/...`, `/metrics`, `/privacy`, `/logout` and the Google/GitHub sign-in
-    routes, behind the guards of `nanobanana.web_guard`."""
+    routes, behind the guards of `nanobanana.web.middleware`."""
     environ = os.environ if environ is None else environ
     config = config or load_ui_config(environ)
     secret = auth.session_secret(config, environ)

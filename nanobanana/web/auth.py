@@ -22,8 +22,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse
 
-from nanobanana.identity import OAuthProfileData
-from nanobanana.ui_config import DevLoginConfig, ProviderConfig, UIConfig
+from nanobanana.service.accounts import OAuthProfileData
+from nanobanana.web.config import DevLoginConfig, ProviderConfig, UIConfig
 
 log = logging.getLogger(__name__)
 

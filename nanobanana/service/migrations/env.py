@@ -1,8 +1,8 @@
-"""Alembic environment: runs on the connection `nanobanana.db.upgrade` hands over (or sqlalchemy.url)."""
+"""Alembic environment: runs on the connection `nanobanana.service.db.upgrade` hands over (or sqlalchemy.url)."""
 
 from alembic import context
 
-from nanobanana.db import metadata
+from nanobanana.service.db import metadata
 
 target_metadata = metadata
 connection = context.config.attributes.get("connection")

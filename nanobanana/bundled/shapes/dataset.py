@@ -8,7 +8,7 @@ import random
 
 from PIL import Image, ImageDraw
 
-from nanobanana.shapes.prompts import (
+from nanobanana.bundled.shapes.prompts import (
     BACKGROUNDS,
     COLOURS,
     DEFAULT_BACKGROUND,

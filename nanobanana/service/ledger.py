@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from nanobanana.db import Database, accounts, ledger, utcnow
 from nanobanana.errors import NanobananaError
-from nanobanana.identity import UnknownUser
-from nanobanana.service_config import CreditsConfig
+from nanobanana.service.accounts import UnknownUser
+from nanobanana.service.config import CreditsConfig
+from nanobanana.service.db import Database, accounts, ledger, utcnow
 
 Kind = Literal["grant", "charge", "refund", "adjust"]
 

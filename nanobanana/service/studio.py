@@ -24,14 +24,10 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from nanobanana.allowance import Allowance, AllowanceExhausted
-from nanobanana.announcements import Announcement, Announcements, AnnounceReport
-from nanobanana.credits import CostRule, DuplicateRequest, InsufficientCredits, Ledger, LedgerEntry
-from nanobanana.db import Database
 from nanobanana.errors import NanobananaError
 from nanobanana.generation import GenerationRequest, GenerationResult, Generator, InvalidRequest
-from nanobanana.history import History
-from nanobanana.identity import (
+from nanobanana.safety.gate import ImageBlocked, PromptBlocked, SafetyFilter, SafetyGate, all_blocked_error
+from nanobanana.service.accounts import (
     Account,
     Accounts,
     AccountSummary,
@@ -39,12 +35,16 @@ from nanobanana.identity import (
     OAuthProfileData,
     SignInRequired,
 )
-from nanobanana.privacy import Privacy, policy_markdown
-from nanobanana.safety_gate import ImageBlocked, PromptBlocked, SafetyFilter, SafetyGate, all_blocked_error
-from nanobanana.service_config import ServiceConfig, load_service_config
-from nanobanana.sessions import SignInSessions
-from nanobanana.storage import ImageNotFound, ImageStore, StoredImage, SweepReport
-from nanobanana.usage import UsageEvent, UsageRecorder, UsageStats, error_outcome
+from nanobanana.service.allowance import Allowance, AllowanceExhausted
+from nanobanana.service.announcements import Announcement, Announcements, AnnounceReport
+from nanobanana.service.config import ServiceConfig, load_service_config
+from nanobanana.service.db import Database
+from nanobanana.service.generation_log import History
+from nanobanana.service.images import ImageNotFound, ImageStore, StoredImage, SweepReport
+from nanobanana.service.ledger import CostRule, DuplicateRequest, InsufficientCredits, Ledger, LedgerEntry
+from nanobanana.service.privacy import Privacy, policy_markdown
+from nanobanana.service.sessions import SignInSessions
+from nanobanana.service.usage import UsageEvent, UsageRecorder, UsageStats, error_outcome
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class Studio:
             t = time.perf_counter()
             if identity.is_account:
                 self.accounts.get(identity.key)  # a deleted account cannot keep generating
-            settings = self.generator.check_request(request).settings
+            settings = self.generator.plan(request).settings
             event.mode, event.aspect_ratio = settings.mode.value, settings.aspect_ratio
             event.steps, event.num_images = settings.steps, settings.num_images
             per_image = self.cost_rule.per_image(settings.width, settings.height, settings.steps)
@@ -321,7 +321,7 @@ class Studio:
 
     def quote(self, request: GenerationRequest, identity: Identity) -> Quote:
         """The cost of `request` for this person and whether they can afford it (validates the request)."""
-        settings = self.generator.check_request(request).settings
+        settings = self.generator.plan(request).settings
         n = settings.num_images
         if identity.is_account:
             per_image = self.cost_rule.per_image(settings.width, settings.height, settings.steps)

@@ -159,7 +159,7 @@ instance_secrets = sa.Table(
 
 
 def _sqlite_url(data_dir: Path) -> str:
-    return f"sqlite:///{data_dir / 'nanobanana.db'}"
+    return f"sqlite:///{data_dir / 'nanobanana.service.db'}"
 
 
 def create_engine(database_url: str | None, data_dir: Path) -> Engine:

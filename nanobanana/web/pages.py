@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.datastructures import MutableHeaders
 
-from nanobanana.web_guard import VISITOR_COOKIE, is_https, request_cookies
+from nanobanana.web.middleware import VISITOR_COOKIE, is_https, request_cookies
 
 VISITOR_MAX_AGE = 86400  # the anonymous allowance is per day
 

@@ -1,0 +1,1 @@
+"""The bundled shapes model: its procedural world, builder and training."""

@@ -1,0 +1,1 @@
+"""`python -m nanobanana`: the command line."""

@@ -1,0 +1,207 @@
+"""Step 1 of a generation: a request checked against the limits and the loaded model, as a `Plan`.
+
+Planning is pure: it tokenises the prompts once (to fit them to the text encoder), fixes the seeds once
+and creates no torch objects, so the service can plan, price and queue a request and the generator runs
+exactly that plan later. Every message names the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from nanobanana.generation.aspect import closest_ratio, size_for
+from nanobanana.generation.config import ASPECT_RATIOS, GenerationConfig
+from nanobanana.generation.errors import InvalidRequest, UnsupportedMode
+from nanobanana.generation.loader import LoadedModel
+from nanobanana.generation.types import GenerationRequest, Mode, Settings
+
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 30.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated request resolved against the loaded model: exactly what will run.
+
+    `settings` holds everything the pipeline call needs (prompts as fitted, size, steps, seeds, pipeline);
+    `images` the decoded inputs; `warnings` what the person should be told (truncation, fallbacks).
+    """
+
+    settings: Settings
+    images: tuple[Image.Image, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def clean_text(text: str, what: str) -> str:
+    """Text as a tokenizer can take it: lone surrogates are refused (no keyboard types them; they crash
+    tokenizers), other control characters become spaces (tabs and newlines stay)."""
+    for position, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            raise InvalidRequest(
+                f"The {what} contains an invalid character at position {position + 1} (a lone UTF-16 "
+                "surrogate, usually a broken copy-paste); retype or remove it."
+            )
+    return "".join(" " if unicodedata.category(c) == "Cc" and c not in "\t\n" else c for c in text)
+
+
+def as_int(name: str, value: Any, low: int, high: int) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise InvalidRequest(f"{name} must be a whole number between {low} and {high}, not {value!r}.")
+    value = int(value)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}; got {value}.")
+    return value
+
+
+def _as_float(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InvalidRequest(f"{name} must be a number between {low} and {high}, not {value!r}.")
+    value = float(value)
+    if value > high or value < low or (low_open and value == low):
+        bound = f"above {low}" if low_open else f"at least {low}"
+        raise InvalidRequest(f"{name} must be {bound} and at most {high}; got {value}.")
+    return value
+
+
+def make_plan(request: GenerationRequest, model: LoadedModel, config: GenerationConfig, modes: list[Mode]) -> Plan:
+    """Validate `request` against the limits and the loaded model; raises `InvalidRequest`."""
+    cfg, limits = config.model, config.limits
+    warnings: list[str] = []
+
+    if not isinstance(request.prompt, str):
+        raise InvalidRequest("The prompt must be text.")
+    prompt = clean_text(request.prompt, "prompt").strip()
+    if not prompt:
+        raise InvalidRequest("Write a prompt: describe the image you want (or the edit to make).")
+    if len(prompt) > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"The prompt is {len(prompt)} characters long; the limit is {limits.max_prompt_chars}."
+        )
+    negative = request.negative_prompt or ""
+    if not isinstance(negative, str):
+        raise InvalidRequest("The negative prompt must be text.")
+    negative = clean_text(negative, "negative prompt").strip()
+    if len(negative) > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"The negative prompt is {len(negative)} characters long; the limit is {limits.max_prompt_chars}."
+        )
+    prompt, truncation = fit_prompt(model, config, prompt, "prompt")
+    warnings += truncation
+    if negative:
+        negative, truncation = fit_prompt(model, config, negative, "negative prompt")
+        warnings += truncation
+        if not cfg.supports_negative_prompt:
+            warnings.append(f"{cfg.name} does not use a negative prompt; it was ignored.")
+            negative = ""
+
+    num_images = as_int("Number of images", request.num_images, 1, limits.max_images)
+    steps = as_int("Steps", cfg.defaults.steps if request.steps is None else request.steps, 1, cfg.max_steps)
+    guidance = _as_float(
+        "Guidance",
+        cfg.defaults.guidance if request.guidance is None else request.guidance,
+        0.0,
+        MAX_GUIDANCE,
+    )
+    seed = secrets.randbelow(MAX_SEED - limits.max_images) if request.seed is None else request.seed
+    seed = as_int("Seed", seed, 0, MAX_SEED - num_images + 1)
+    seeds = tuple(seed + i for i in range(num_images))
+
+    scheduler = request.scheduler or model.default_scheduler
+    if scheduler not in model.scheduler_names:
+        raise InvalidRequest(
+            f"Scheduler {scheduler!r} is not available for {cfg.name}; choose one of: "
+            f"{', '.join(model.scheduler_names)}."
+        )
+
+    mode = request.mode
+    if mode not in modes:
+        raise UnsupportedMode(
+            f"{cfg.name} cannot do {mode.value}; it supports: {', '.join(m.value for m in modes)}."
+        )
+    images = list(request.images or [])
+    if not all(isinstance(image, Image.Image) for image in images):
+        raise InvalidRequest("Input images must be decoded images (see nanobanana.generation.load_image).")
+    if mode is Mode.TEXT_TO_IMAGE and images:
+        raise InvalidRequest("Text-to-image takes no input image; choose image-to-image or edit instead.")
+    if mode is not Mode.TEXT_TO_IMAGE and not images:
+        raise InvalidRequest(f"{mode.value.capitalize()} needs an input image: upload one.")
+    if len(images) > limits.max_input_images:
+        raise InvalidRequest(f"Upload at most {limits.max_input_images} images; got {len(images)}.")
+
+    ratio = request.aspect_ratio or "auto"
+    if ratio == "auto":
+        ratio = closest_ratio(*images[0].size) if images else cfg.defaults.aspect_ratio
+    if ratio not in ASPECT_RATIOS:
+        raise InvalidRequest(f"Aspect ratio {ratio!r} is not offered; choose one of: {', '.join(ASPECT_RATIOS)}.")
+    size = size_for(ratio, model.base_resolution, model.size_multiple, cfg.min_short_side)
+
+    strength: float | None = None
+    if mode is Mode.EDIT and model.edit is not None:
+        pipeline_name = "edit"
+        if len(images) > cfg.edit_max_images:
+            raise UnsupportedMode(f"{cfg.name} edits at most {cfg.edit_max_images} image(s) at once.")
+    elif mode is Mode.TEXT_TO_IMAGE:
+        pipeline_name = "text-to-image"
+    else:
+        if model.image_to_image is None:
+            raise UnsupportedMode(f"{cfg.name} has no image-to-image pipeline to edit with.")
+        if len(images) > 1:
+            raise UnsupportedMode(f"{cfg.name} has no multi-image edit pipeline: upload one image at a time.")
+        pipeline_name = "image-to-image"
+        if mode is Mode.EDIT:
+            warnings.append(f"{cfg.name} has no instruction-edit pipeline; the edit ran as image-to-image.")
+        strength = _as_float(
+            "Strength",
+            cfg.defaults.strength if request.strength is None else request.strength,
+            0.0,
+            1.0,
+            low_open=True,
+        )
+        if int(steps * strength) < 1:
+            raise InvalidRequest(
+                f"With {steps} steps and strength {strength}, no denoising step would run: raise either."
+            )
+
+    settings = Settings(
+        mode=mode,
+        prompt=prompt,
+        negative_prompt=negative,
+        aspect_ratio=ratio,
+        width=size.width,
+        height=size.height,
+        num_images=num_images,
+        steps=steps,
+        guidance=guidance,
+        strength=strength,
+        scheduler=scheduler,
+        seeds=seeds,
+        pipeline=pipeline_name,
+    )
+    return Plan(settings=settings, images=tuple(images), warnings=tuple(warnings))
+
+
+def fit_prompt(model: LoadedModel, config: GenerationConfig, text: str, what: str) -> tuple[str, list[str]]:
+    limit = model.max_prompt_tokens
+    tokenizer = getattr(model.base, "tokenizer", None) or getattr(model.base, "tokenizer_2", None)
+    if limit is None or tokenizer is None:
+        return text, []
+    ids = tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
+    room = limit - 2  # begin and end markers
+    if len(ids) <= room:
+        return text, []
+    if config.limits.long_prompt == "refuse":
+        raise InvalidRequest(
+            f"The {what} is {len(ids)} tokens long; {config.model.name} reads at most {room}. Shorten it."
+        )
+    kept = tokenizer.decode(ids[:room], skip_special_tokens=True).strip()
+    return kept, [f"The {what} was {len(ids)} tokens long; the model reads {room}, so it was cut to: {kept!r}."]

@@ -1,0 +1,1 @@
+"""The web app: the Gradio page, its routes and the guards every request passes."""

@@ -10,7 +10,7 @@ import os
 # Before gradio is imported: no analytics calls unless the operator turns them on.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from nanobanana.service.studio import build_studio
+from nanobanana.service.build import build_studio
 from nanobanana.web.app import create_app, serve
 from nanobanana.web.config import load_ui_config
 

@@ -97,14 +97,14 @@ class FaultyGenerator(Generator):
         super().__init__(config)
         self.fault: str | None = None
 
-    def generate(self, request, *, on_step=None, cancel=None):
+    def run(self, plan, *, on_step=None, cancel=None, load_seconds=0.0):
         if self.fault == "model_exception":
             def on_step(step: int, total: int) -> None:
                 raise RuntimeError("injected fault: the denoiser crashed")
         elif self.fault == "stall":
             def on_step(step: int, total: int) -> None:
                 time.sleep(STALL_PER_STEP_S)
-        return super().generate(request, on_step=on_step, cancel=cancel)
+        return super().run(plan, on_step=on_step, cancel=cancel, load_seconds=load_seconds)
 
 
 class _FullDisk:
@@ -173,14 +173,14 @@ class Mix:
         self.studio, self.store, self.args, self.rng = studio, store, args, rng
         self.Identity = Identity
         rich = studio.sign_in(OAuthProfileData("local", "eval-rich", "eval-rich"))
-        studio.ledger_service.grant(rich.id, 100_000, "eval budget")
+        studio.services.ledger.grant(rich.id, 100_000, "eval budget")
         poor = studio.sign_in(OAuthProfileData("local", "eval-poor", "eval-poor"))
-        studio.ledger_service.adjust(poor.id, -(poor.balance - 1), "eval: one credit left")
+        studio.services.ledger.adjust(poor.id, -(poor.balance - 1), "eval: one credit left")
         self.rich, self.poor = Identity.account(rich.id), Identity.account(poor.id)
         self.spent = Identity.anonymous("eval-allowance-spent")
-        per_day = studio.config.allowance.anonymous_images_per_day
-        studio.allowance.reserve(self.spent, per_day, "eval-spend-all")
-        studio.allowance.settle("eval-spend-all")
+        per_day = studio.services.config.allowance.anonymous_images_per_day
+        studio.services.allowance.reserve(self.spent, per_day, "eval-spend-all")
+        studio.services.allowance.settle("eval-spend-all")
         self.unsafe = unsafe_prompts()
         self.last_ok_account_request: str | None = None
         self.anonymous_used: dict[str, int] = {}
@@ -236,7 +236,7 @@ class Mix:
     def send(self, cause: str, i: int) -> dict[str, Any]:
         from nanobanana.errors import NanobananaError
 
-        studio, generator = self.studio, self.studio.generator
+        studio, generator = self.studio, self.studio.services.generator
         request, identity, reuse, upload = self.request(cause, i)
         request_id = reuse or f"eval-{i}"
         row: dict[str, Any] = {
@@ -285,7 +285,7 @@ class Mix:
 # -- the checks ---------------------------------------------------------------------------------------
 def ledger_by_request(studio: Any, identity: Any) -> dict[str, dict[str, int]]:
     moves: dict[str, dict[str, int]] = {}
-    for entry in studio.ledger_service.history(identity.key):
+    for entry in studio.services.ledger.history(identity.key):
         if entry.request_id:
             kinds = moves.setdefault(entry.request_id, {})
             kinds[entry.kind] = kinds.get(entry.kind, 0) + entry.delta
@@ -299,10 +299,10 @@ def checks(studio: Any, mix: Mix, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     result: dict[str, Any] = {}
     for name, identity in (("rich", mix.rich), ("poor", mix.poor)):
-        balance = studio.ledger_service.balance(identity.key)
+        balance = studio.services.ledger.balance(identity.key)
         result[f"ledger_sum_equals_balance_{name}"] = {
-            "ok": studio.ledger_service.ledger_sum(identity.key) == balance,
-            "balance": balance, "ledger_sum": studio.ledger_service.ledger_sum(identity.key),
+            "ok": studio.services.ledger.ledger_sum(identity.key) == balance,
+            "balance": balance, "ledger_sum": studio.services.ledger.ledger_sum(identity.key),
         }
 
     moves = ledger_by_request(studio, mix.rich) | ledger_by_request(studio, mix.poor)
@@ -327,16 +327,16 @@ def checks(studio: Any, mix: Mix, rows: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     result["successes_charged_what_was_reported"] = {"ok": not wrong_charge, "mismatched": wrong_charge}
     duplicates = [r for r in rows if r["outcome"] == "DuplicateRequest"]
-    history = [e for who in (mix.rich, mix.poor) for e in studio.ledger_service.history(who.key)]
+    history = [e for who in (mix.rich, mix.poor) for e in studio.services.ledger.history(who.key)]
     charges = Counter(e.request_id for e in history if e.kind == "charge")
     double = [r["request_id"] for r in duplicates if charges[r["request_id"]] != 1]
     result["retries_charged_once"] = {"ok": not double, "duplicates": len(duplicates), "charged_twice": double}
 
     spent_wrong = {
-        session: (used, studio.allowance.left(mix.Identity.anonymous(session)))
+        session: (used, studio.services.allowance.left(mix.Identity.anonymous(session)))
         for session, used in mix.anonymous_used.items()
-        if studio.allowance.left(mix.Identity.anonymous(session))
-        != studio.config.allowance.anonymous_images_per_day - used
+        if studio.services.allowance.left(mix.Identity.anonymous(session))
+        != studio.services.config.allowance.anonymous_images_per_day - used
     }
     failed_visitors = [r for r in rows if r["identity"] == "anonymous" and r["outcome"] != "ok"
                        and r["cause"] != "allowance_spent"]
@@ -345,10 +345,10 @@ def checks(studio: Any, mix: Mix, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "failed_visitor_requests": len(failed_visitors),
     }
 
-    with studio.db.transaction() as conn:
+    with studio.services.db.transaction() as conn:
         ids = set(conn.execute(sa.select(images_table.c.id)).scalars())
-    files = {p.stem for p in studio.storage.images_dir.iterdir() if p.suffix == ".png"}
-    temp = [p.name for p in studio.storage.images_dir.iterdir() if p.suffix != ".png"]
+    files = {p.stem for p in studio.services.images.images_dir.iterdir() if p.suffix == ".png"}
+    temp = [p.name for p in studio.services.images.images_dir.iterdir() if p.suffix != ".png"]
     stored = sum(r.get("images", 0) for r in rows if r["outcome"] == "ok")
     result["no_orphan_files_or_rows"] = {
         "ok": files == ids and not temp and len(ids) == stored,
@@ -356,7 +356,7 @@ def checks(studio: Any, mix: Mix, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "files_without_row": sorted(files - ids), "rows_without_file": sorted(ids - files), "temp_files": temp,
     }
 
-    usage = Counter(r["outcome"] for r in studio.usage.rows())
+    usage = Counter(r["outcome"] for r in studio.services.usage.rows())
     reached = Counter(
         "ok" if r["outcome"] == "ok" else r["outcome"] for r in rows if r["reached_service"]
     )
@@ -411,7 +411,7 @@ def plot(out: Path, rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanobanana.service.studio import build_studio
+    from nanobanana.service.build import build_studio
 
     apply_threads(args.threads)
     rng = random.Random(args.seed)
@@ -420,10 +420,9 @@ def run(args: argparse.Namespace) -> int:
     causes = plan_causes(args.requests, args.small, rng, args.safety == "on")
     with tempfile.TemporaryDirectory(prefix="nanobanana-errors-") as data_dir:
         studio = build_studio(generator=FaultyGenerator(config), safety=safety_filter(args.safety),
-                              data_dir=Path(data_dir), start_sweeper=False)
+                              data_dir=Path(data_dir), start_sweeper=False, images=FaultyStore)
         try:
-            store = FaultyStore(studio.db, studio.data_dir, studio.config.storage)
-            studio.storage = store
+            store = studio.services.images
             mix = Mix(studio, store, args, rng)
             print(f"{len(causes)} requests on {config.model.name}, safety {args.safety}", flush=True)
             rows = [mix.send(cause, i) for i, cause in enumerate(causes)]

@@ -57,7 +57,7 @@ def measure(generator: Generator, studio, repeats: int, request: GenerationReque
     from nanobanana.service.accounts import OAuthProfileData
 
     account = studio.sign_in(OAuthProfileData("local", "overhead-bench", "overhead-bench"))
-    studio.ledger_service.grant(account.id, 10**9, "benchmark")
+    studio.services.ledger.grant(account.id, 10**9, "benchmark")
     studio.generate(request, account.identity)  # warm-up: first calls pay one-off allocations
     generator.generate(request)
 
@@ -97,13 +97,13 @@ def measure(generator: Generator, studio, repeats: int, request: GenerationReque
         "median_s": median,
         "overhead_share": share,
         "studio_vs_generator": paired,
-        "database": studio.db.engine.dialect.name,
+        "database": studio.services.db.engine.dialect.name,
     }
 
 
 def run(args: argparse.Namespace) -> int:
+    from nanobanana.service.build import build_studio
     from nanobanana.service.config import load_service_config
-    from nanobanana.service.studio import build_studio
 
     config = load_generation_config()
     if args.model:

@@ -60,12 +60,12 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "ready_s": t2 - t0}))
 import time; t0 = time.perf_counter()
 import json, sys, tempfile
 from nanobanana.generation import Generator
-from nanobanana.service.studio import build_studio
+from nanobanana.service.build import build_studio
 from eval.common import generation_config, safety_filter
 t1 = time.perf_counter()
 studio = build_studio(generator=Generator(generation_config(sys.argv[1] or None)),
                       safety=safety_filter(sys.argv[2]), data_dir=tempfile.mkdtemp(), start_sweeper=False)
-studio.generator.load(); studio.safety.checker
+studio.services.generator.load(); studio.services.safety.checker
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "ready_s": t2 - t0}))
 """,
@@ -307,7 +307,8 @@ def plot(out: Path, cold: list[dict], rows: list[dict], stages: list[dict], thro
 
 def run(args: argparse.Namespace) -> int:
     from nanobanana.generation import GenerationRequest, Generator
-    from nanobanana.service.studio import Identity, build_studio
+    from nanobanana.service.accounts import Identity
+    from nanobanana.service.build import build_studio
 
     apply_threads(args.threads)
     n = args.requests or (3 if args.small else 20)
@@ -325,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
             start_sweeper=False,
         )
         try:
-            loaded = studio.generator.load()
+            loaded = studio.services.generator.load()
             from eval.common import bare_pipeline
 
             def request_for(seed: int) -> GenerationRequest:
@@ -334,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
             def identity_for(name: str) -> Identity:
                 return Identity.anonymous(f"speed-{name}")
 
-            settings = studio.generator.plan(request_for(args.seed)).settings
+            settings = studio.services.generator.plan(request_for(args.seed)).settings
             bare_call = make_bare_call(bare_pipeline(config, loaded), settings)
             print(f"warm requests: {n} per side, interleaved", flush=True)
             rows = warm_requests(studio, bare_call, request_for, identity_for, n, args.seed)

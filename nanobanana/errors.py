@@ -1,14 +1,160 @@
-"""The root of Nanobanana's exceptions.
+"""Every error Nanobanana raises on purpose, in one tree.
 
-Every error we raise on purpose derives from `NanobananaError`, and its message is written for the person
-who will read it in the UI or on the command line: what went wrong and what to do next. Each concern
-(generation, safety, credits, storage, ...) defines its own subclasses beside its code.
+Each message is written for the person who reads it in the UI or on the command line: what went wrong and
+what to do next. Each class also carries
+
+- `outcome`: the code the anonymous usage statistics and metrics count it under (`outcome_of`), and
+- a builtin base (`ValueError`, `LookupError`, `PermissionError`, ...), so library callers can catch the
+  usual way (`except ValueError`) without knowing our names.
+
+The modules that raise them import them from here.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nanobanana.safety.types import Verdict
 
 
 class NanobananaError(Exception):
     """An error whose message can be shown to a user as-is."""
 
+    outcome: str | None = None  # None: counted as "error:<class name>"
 
-class ConfigError(NanobananaError):
+
+class ConfigError(NanobananaError, ValueError):
     """A configuration file or environment variable is missing or invalid."""
+
+
+# -- generation -------------------------------------------------------------------------------------------
+class InvalidRequest(NanobananaError, ValueError):
+    """The request itself is wrong (empty prompt, value out of range, ...)."""
+
+    outcome = "invalid_request"
+
+
+class InvalidImage(InvalidRequest):
+    """An uploaded image is unreadable, too large, or in a format we do not accept."""
+
+
+class UnsupportedMode(InvalidRequest):
+    """The loaded model cannot do what was asked (for example editing several images at once)."""
+
+
+class ModelLoadError(NanobananaError, RuntimeError):
+    """The configured model could not be loaded."""
+
+
+class GenerationFailed(NanobananaError, RuntimeError):
+    """The model raised while generating; nothing was produced."""
+
+
+class GenerationCancelled(NanobananaError):
+    """The caller cancelled the generation before it finished."""
+
+
+# -- safety -----------------------------------------------------------------------------------------------
+class SafetyBlocked(NanobananaError, PermissionError):
+    """A safety filter refused the input; `.verdict` says why."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.reason)
+        self.verdict = verdict
+
+
+class PromptBlocked(SafetyBlocked):
+    """The prompt (or edit instruction) was refused by the prompt filter."""
+
+    outcome = "blocked_prompt"
+
+
+class ImageBlocked(SafetyBlocked):
+    """The image was refused by the image filter."""
+
+    outcome = "blocked_image"
+
+
+# -- paying: credits and the anonymous allowance ----------------------------------------------------------
+class CreditsError(NanobananaError, ValueError):
+    """A credit movement that cannot be made."""
+
+
+class InsufficientCredits(CreditsError):
+    """The balance does not cover the request."""
+
+    outcome = "insufficient_credits"
+
+
+class InvalidAdjustment(CreditsError):
+    """An operator's grant or adjustment that makes no sense (zero, negative balance, ...)."""
+
+
+class AllowanceExhausted(NanobananaError, PermissionError):
+    """An anonymous visitor used up today's free images."""
+
+    outcome = "insufficient_credits"
+
+
+class DuplicateRequest(NanobananaError, ValueError):
+    """The same request id was sent again; it was charged (or counted) once."""
+
+    outcome = "invalid_request"
+
+
+# -- accounts ---------------------------------------------------------------------------------------------
+class IdentityError(NanobananaError, ValueError):
+    """A problem with who is asking."""
+
+
+class UnknownUser(IdentityError, LookupError):
+    """No account with that username or id."""
+
+
+class SignInRequired(IdentityError, PermissionError):
+    """The action needs a signed-in account."""
+
+
+class UsernameTaken(IdentityError):
+    """Another account already uses that username."""
+
+
+# -- stored images, privacy, announcements ----------------------------------------------------------------
+class StorageError(NanobananaError, OSError):
+    """Images could not be stored or read."""
+
+
+class ImageNotFound(StorageError, LookupError):
+    """No such image for this person (never theirs, deleted or expired)."""
+
+
+class PrivacyError(NanobananaError, RuntimeError):
+    """An export or deletion could not be completed."""
+
+
+class AnnouncementError(NanobananaError, ValueError):
+    """An announcement that cannot be posted."""
+
+
+# -- the service ------------------------------------------------------------------------------------------
+class DatabaseError(NanobananaError, RuntimeError):
+    """The database could not be opened or migrated."""
+
+
+class ServiceError(NanobananaError, RuntimeError):
+    """Something failed on our side; the request was not charged. `__cause__` holds what failed."""
+
+    @property
+    def outcome(self) -> str | None:  # type: ignore[override]
+        return outcome_of(self.__cause__) if self.__cause__ is not None else None
+
+
+class OperatorError(NanobananaError, ValueError):
+    """An operator command that cannot be carried out as given."""
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The usage outcome code of any exception: ours carry theirs, anything else is `error:<Type>`."""
+    code = exc.outcome if isinstance(exc, NanobananaError) else None
+    return code or f"error:{type(exc).__name__}"

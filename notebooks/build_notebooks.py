@@ -153,7 +153,8 @@ safety filter, store, record usage. The studio's own timings show where the time
     new_code_cell('''\
 import tempfile
 
-from nanobanana.service.studio import Identity, build_studio
+from nanobanana.service.accounts import Identity
+from nanobanana.service.build import build_studio
 
 studio = build_studio(generator=generator, data_dir=Path(tempfile.mkdtemp()), start_sweeper=False)
 answer = studio.generate(GenerationRequest(prompt, seed=SEED), Identity.anonymous("notebook"))

@@ -13,21 +13,15 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from nanobanana.generation import (
-    GenerationCancelled,
-    GenerationFailed,
-    GenerationRequest,
-    GenerationResult,
-    Generator,
-    StageTimings,
-)
+from nanobanana.errors import GenerationCancelled, GenerationFailed
+from nanobanana.generation import GenerationRequest, GenerationResult, Generator, StageTimings
+from nanobanana.safety import Verdict
 from nanobanana.service.config import ServiceConfig, load_service_config
 from nanobanana.service.db import metadata
 
@@ -36,12 +30,6 @@ BLOCK_WORD = "forbidden"
 RED = (255, 0, 0)
 
 
-@dataclass
-class Verdict:
-    allowed: bool
-    category: str | None = None
-    score: float = 0.0
-    reason: str = ""
 
 
 class WordFilter:
@@ -56,15 +44,15 @@ class WordFilter:
         with self._lock:
             self.prompts_checked.append(text)
         if BLOCK_WORD in text.lower():
-            return Verdict(False, "test", 1.0, "This prompt uses a word blocked in tests.")
-        return Verdict(True)
+            return Verdict.block("test", 1.0, "This prompt uses a word blocked in tests.")
+        return Verdict.allow()
 
     def check_image(self, image: Image.Image) -> Verdict:
         with self._lock:
             self.images_checked += 1
         if image.convert("RGB").getpixel((0, 0)) == RED:
-            return Verdict(False, "test", 1.0, "Red images are blocked in tests.")
-        return Verdict(True)
+            return Verdict.block("test", 1.0, "Red images are blocked in tests.")
+        return Verdict.allow()
 
 
 class FastGenerator(Generator):
@@ -80,8 +68,7 @@ class FastGenerator(Generator):
         self.seconds = seconds
         self.calls = 0
 
-    def generate(self, request: GenerationRequest, *, on_step=None, cancel=None) -> GenerationResult:
-        plan = self.plan(request)
+    def run(self, plan, *, on_step=None, cancel=None, load_seconds: float = 0.0) -> GenerationResult:
         s = plan.settings
         self.calls += 1
         if self.seconds:
@@ -95,7 +82,7 @@ class FastGenerator(Generator):
             red = "allred" in s.prompt or f"red{i}" in s.prompt
             images.append(Image.new("RGB", (s.width, s.height), RED if red else (90, 90, 90 + i)))
         return GenerationResult(images, list(s.seeds), s, self.model_id, StageTimings(denoising=self.seconds,
-                                total=self.seconds), plan.warnings)
+                                total=self.seconds), list(plan.warnings))
 
 
 def service_config(data_dir: Path, database_url: str | None = None, **sections) -> ServiceConfig:
@@ -111,7 +98,7 @@ def make_studio(data_dir: Path, generator: Generator, *, database_url: str | Non
                 real_safety: bool = False, **sections):
     """A studio on `data_dir`; the safety filter is `safety`, a new `WordFilter`, or (`real_safety`) the
     default `nanobanana.safety.SafetyChecker`."""
-    from nanobanana.service.studio import build_studio
+    from nanobanana.service.build import build_studio
 
     config = service_config(data_dir, database_url, **sections)
     if not real_safety:

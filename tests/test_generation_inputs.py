@@ -11,11 +11,9 @@ import pytest
 from PIL import Image
 
 from nanobanana.config import REPO_ROOT
-from nanobanana.errors import ConfigError
+from nanobanana.errors import ConfigError, InvalidImage, InvalidRequest
 from nanobanana.generation import (
     ASPECT_RATIOS,
-    InvalidImage,
-    InvalidRequest,
     Limits,
     all_sizes,
     closest_ratio,
@@ -209,7 +207,8 @@ def test_a_local_model_loads_without_touching_the_network(tiny_generation_config
 
 
 def test_a_missing_model_folder_says_how_to_build_it(tmp_path):
-    from nanobanana.generation import Generator, ModelLoadError
+    from nanobanana.errors import ModelLoadError
+    from nanobanana.generation import Generator
 
     config = load_generation_config(environ={"NANOBANANA_MODEL": "tiny-random"})
     missing = config.model.model_copy(update={"source": str(tmp_path / "nowhere")})

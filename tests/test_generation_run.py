@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nanobanana.generation import (
-    ASPECT_RATIOS,
-    GenerationCancelled,
-    GenerationRequest,
-    Mode,
-)
+from nanobanana.errors import GenerationCancelled
+from nanobanana.generation import ASPECT_RATIOS, GenerationRequest, Mode
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from nanobanana.generation import GenerationRequest, InvalidRequest, Mode, UnsupportedMode
+from nanobanana.errors import InvalidRequest, UnsupportedMode
+from nanobanana.generation import GenerationRequest, Mode
 
 
 def refused(generator, **fields) -> str:

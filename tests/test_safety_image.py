@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from nanobanana.errors import ConfigError
-from nanobanana.safety import ImageBlocked, ImageFilter, SafetyChecker, SafetyConfig, load_safety_config, models
+from nanobanana.errors import ConfigError, ImageBlocked
+from nanobanana.safety import ImageFilter, SafetyChecker, SafetyConfig, load_safety_config, models
 from nanobanana.safety.config import ImageConfig
 from nanobanana.safety.image_filter import ImageAnalysis
 

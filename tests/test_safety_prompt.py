@@ -11,16 +11,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 
-from nanobanana.errors import ConfigError, NanobananaError
-from nanobanana.safety import (
-    CATEGORIES,
-    PromptBlocked,
-    PromptFilter,
-    SafetyChecker,
-    SafetyConfig,
-    Verdict,
-    load_safety_config,
-)
+from nanobanana.errors import ConfigError, NanobananaError, PromptBlocked
+from nanobanana.safety import CATEGORIES, PromptFilter, SafetyChecker, SafetyConfig, Verdict, load_safety_config
 from nanobanana.safety.normalize import normalize
 
 

@@ -10,8 +10,8 @@ from email import message_from_bytes
 
 import pytest
 
+from nanobanana.errors import AnnouncementError
 from nanobanana.service.accounts import Identity, OAuthProfileData
-from nanobanana.service.announcements import AnnouncementError
 from tests.service_fixtures import data_dir, fast_generator, make_studio, studio, word_filter
 
 
@@ -61,7 +61,7 @@ def people(studio):
 def test_an_announcement_is_emailed_to_opted_in_accounts_only(mailing_studio, smtp_server):
     inbox, _ = smtp_server
     people(mailing_studio)
-    report = mailing_studio.announce("Maintenance tonight at 22:00 UTC.")
+    report = mailing_studio.services.announcements.post("Maintenance tonight at 22:00 UTC.")
     assert (report.emailed, report.email_failures, report.email_enabled) == (1, 0, True)
     [(recipients, raw)] = inbox.messages
     assert recipients == ["ada@example.org"]
@@ -71,7 +71,7 @@ def test_an_announcement_is_emailed_to_opted_in_accounts_only(mailing_studio, sm
 
 def test_opted_in_accounts_see_announcements_in_the_app_and_others_do_not(mailing_studio):
     opted, silent, no_mail = people(mailing_studio)
-    mailing_studio.announce("New model available.")
+    mailing_studio.services.announcements.post("New model available.")
     assert [a.text for a in mailing_studio.announcements(opted.identity)] == ["New model available."]
     assert [a.text for a in mailing_studio.announcements(no_mail.identity)] == ["New model available."]
     assert mailing_studio.announcements(silent.identity) == []
@@ -82,18 +82,18 @@ def test_opting_out_stops_both_the_app_notice_and_the_email(mailing_studio, smtp
     inbox, _ = smtp_server
     opted, *_ = people(mailing_studio)
     mailing_studio.set_updates_opt_in(opted.identity, False)
-    report = mailing_studio.announce("Second update.")
+    report = mailing_studio.services.announcements.post("Second update.")
     assert report.emailed == 0 and inbox.messages == []
     assert mailing_studio.announcements(opted.identity) == []
 
 
 def test_without_smtp_announcements_are_shown_in_the_app_only(studio):
     opted, *_ = people(studio)
-    report = studio.announce("Hello.")
+    report = studio.services.announcements.post("Hello.")
     assert (report.emailed, report.email_enabled) == (0, False)
     assert [a.text for a in studio.announcements(opted.identity)] == ["Hello."]
 
 
 def test_an_empty_announcement_is_refused(studio):
     with pytest.raises(AnnouncementError):
-        studio.announce("   ")
+        studio.services.announcements.post("   ")

@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
+from nanobanana.errors import CreditsError, InsufficientCredits, InvalidAdjustment
 from nanobanana.service.accounts import Accounts, OAuthProfileData
 from nanobanana.service.config import CreditsConfig
 from nanobanana.service.db import Database
-from nanobanana.service.ledger import CostRule, CreditsError, InsufficientCredits, InvalidAdjustment, Ledger
+from nanobanana.service.ledger import CostRule, Ledger
 from tests.service_fixtures import data_dir, database_url, head_revision, postgres_url
 
 

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from nanobanana.service.accounts import Identity, OAuthProfileData
+from nanobanana.service.build import build_studio
 from nanobanana.service.db import images, utcnow
-from nanobanana.service.studio import build_studio
 from tests.service_fixtures import (
     all_rows,
     data_dir,
@@ -41,7 +41,7 @@ def test_export_contains_profile_ledger_history_and_every_image(studio):
     first = studio.generate(request(PROMPT, num_images=2), account.identity)
     studio.generate(request("circles red1", num_images=2), account.identity)  # one withheld, refunded
     path = studio.export(account.identity)
-    assert studio.data_dir in path.parents
+    assert studio.services.data_dir in path.parents
     with zipfile.ZipFile(path) as z:
         names = set(z.namelist())
         profile = json.loads(z.read("profile.json"))
@@ -94,11 +94,11 @@ def test_deleting_an_account_leaves_nothing_tied_to_it_in_the_database_or_the_da
 
     secrets_of_zelda = [account.id, ZELDA.username, ZELDA.email, ZELDA.provider_user_id, PROMPT,
                         result.request_id, *(i.id for i in result.images)]
-    rows = all_rows(studio.db.engine)
+    rows = all_rows(studio.services.db.engine)
     flat = json.dumps(rows, default=str)
     for secret in secrets_of_zelda:
         assert secret not in flat, secret
-    for path in files_under(studio.data_dir):  # the database file and its log included
+    for path in files_under(studio.services.data_dir):  # the database file and its log included
         data = path.read_bytes()
         for secret in secrets_of_zelda:
             assert secret.encode() not in data, (secret, path.name)
@@ -113,7 +113,7 @@ def test_usage_rows_hold_no_identity_no_prompt_and_no_address(studio):
     studio.generate(request(PROMPT), visitor)
     with pytest.raises(Exception):  # noqa: B017
         studio.generate(request(f"forbidden {PROMPT}"), visitor)
-    rows = studio.usage.rows()
+    rows = studio.services.usage.rows()
     assert len(rows) == 3
     allowed = {"id", "hour", "mode", "model", "aspect_ratio", "steps", "num_images", "outcome", "timings",
                "total_seconds", "generation_seconds"}
@@ -130,7 +130,7 @@ def test_the_client_address_is_never_written_to_disk(studio):
     visitor = Identity.anonymous("session-9", "203.0.113.77")
     studio.generate(request("a circle"), visitor)
     studio.export(visitor)
-    for path in files_under(studio.data_dir):
+    for path in files_under(studio.services.data_dir):
         assert b"203.0.113.77" not in path.read_bytes()
         assert b"session-9" not in path.read_bytes()
 
@@ -138,9 +138,9 @@ def test_the_client_address_is_never_written_to_disk(studio):
 def test_anonymous_prompts_expire_with_their_images(studio):
     visitor = Identity.anonymous("session-1")
     studio.generate(request(PROMPT), visitor)
-    studio.storage.sweep(now=utcnow() + timedelta(hours=1, minutes=1))
-    flat = json.dumps(all_rows(studio.db.engine), default=str)
-    assert "periwinkle" not in flat and list(studio.storage.images_dir.iterdir()) == []
+    studio.services.images.sweep(now=utcnow() + timedelta(hours=1, minutes=1))
+    flat = json.dumps(all_rows(studio.services.db.engine), default=str)
+    assert "periwinkle" not in flat and list(studio.services.images.images_dir.iterdir()) == []
 
 
 def test_the_policy_states_the_configured_values(data_dir, fast_generator):
@@ -186,14 +186,14 @@ def test_the_policy_says_when_analytics_email_or_a_filter_is_on_or_off(data_dir,
 def test_the_background_sweeper_removes_expired_images(studio):
     visitor = Identity.anonymous("session-1")
     studio.generate(request("a circle"), visitor)
-    with studio.db.transaction() as c:
+    with studio.services.db.transaction() as c:
         c.execute(images.update().values(expires_at=utcnow() - timedelta(seconds=1)))
     studio.start_sweeper(interval=0.05)
     deadline = time.monotonic() + 5
-    while list(studio.storage.images_dir.iterdir()) and time.monotonic() < deadline:
+    while list(studio.services.images.images_dir.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert list(studio.storage.images_dir.iterdir()) == []
-    assert all_rows(studio.db.engine)["images"] == []
+    assert list(studio.services.images.images_dir.iterdir()) == []
+    assert all_rows(studio.services.db.engine)["images"] == []
 
 
 def test_the_first_start_creates_the_data_folder_and_database_with_no_manual_step(tmp_path, fast_generator):
@@ -201,8 +201,8 @@ def test_the_first_start_creates_the_data_folder_and_database_with_no_manual_ste
     studio = build_studio({"NANOBANANA_DATA_DIR": str(target)}, generator=fast_generator,
                           safety=lambda: None, start_sweeper=False)
     try:
-        assert studio.data_dir == target.resolve() and (target / "nanobanana.service.db").is_file()
-        with studio.db.engine.connect() as c:
+        assert studio.services.data_dir == target.resolve() and (target / "nanobanana.service.db").is_file()
+        with studio.services.db.engine.connect() as c:
             assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
     finally:
@@ -229,21 +229,23 @@ def test_old_exports_and_history_past_its_retention_are_swept(studio):
     account = studio.sign_in(ZELDA)
     studio.generate(request(PROMPT), account.identity)
     export = studio.export(account.identity)
-    stale = time.time() - studio.config.storage.export_expiry_minutes * 60 - 5
+    stale = time.time() - studio.services.config.storage.export_expiry_minutes * 60 - 5
     os.utime(export, (stale, stale))
     assert studio.sweep().exports == 1 and not export.exists()
-    assert studio.history.sweep(now=utcnow() + timedelta(days=studio.config.privacy.history_retention_days + 1)) == 1
-    assert studio.privacy.history.for_account(account.id) == []
+    retention = studio.services.config.privacy.history_retention_days
+    assert studio.services.generation_log.sweep(now=utcnow() + timedelta(days=retention + 1)) == 1
+    assert studio.services.privacy.history.for_account(account.id) == []
 
 
 def test_a_restart_sweeps_what_expired_while_the_service_was_down(data_dir, fast_generator):
     first = make_studio(data_dir, fast_generator)
     first.generate(request("a circle"), Identity.anonymous("s"))
-    with first.db.transaction() as c:
+    with first.services.db.transaction() as c:
         c.execute(images.update().values(expires_at=utcnow() - timedelta(seconds=1)))
     first.close()
     second = make_studio(data_dir, fast_generator)
     try:
-        assert list(second.storage.images_dir.iterdir()) == [] and all_rows(second.db.engine)["images"] == []
+        assert list(second.services.images.images_dir.iterdir()) == []
+        assert all_rows(second.services.db.engine)["images"] == []
     finally:
         second.close()

@@ -15,10 +15,11 @@ from datetime import timedelta
 import pytest
 from PIL import Image
 
+from nanobanana.errors import ImageNotFound
 from nanobanana.service.accounts import Identity
 from nanobanana.service.config import StorageConfig
 from nanobanana.service.db import Database, utcnow
-from nanobanana.service.images import ORPHAN_GRACE_SECONDS, ImageNotFound, ImageStore
+from nanobanana.service.images import ORPHAN_GRACE_SECONDS, ImageStore
 from tests.service_fixtures import data_dir, database_url, files_under, postgres_url
 
 ALICE = Identity.account("a" * 32)

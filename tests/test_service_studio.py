@@ -14,13 +14,20 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from nanobanana.generation import GenerationCancelled, GenerationFailed, InvalidRequest, Mode
-from nanobanana.safety import ImageBlocked, PromptBlocked
+from nanobanana.errors import (
+    AllowanceExhausted,
+    DuplicateRequest,
+    GenerationCancelled,
+    GenerationFailed,
+    ImageBlocked,
+    InsufficientCredits,
+    InvalidRequest,
+    PromptBlocked,
+    ServiceError,
+)
+from nanobanana.generation import Mode
 from nanobanana.service.accounts import Identity, OAuthProfileData
-from nanobanana.service.allowance import AllowanceExhausted
 from nanobanana.service.db import images, ledger, usage
-from nanobanana.service.ledger import InsufficientCredits
-from nanobanana.service.studio import DuplicateRequest, ServiceError
 from tests.service_fixtures import (
     BLOCK_WORD,
     FastGenerator,
@@ -41,15 +48,15 @@ MARIA = OAuthProfileData("huggingface", "1001", "maria", "maria@example.org")
 
 
 def usage_outcomes(studio) -> list[str]:
-    return [r["outcome"] for r in studio.usage.rows()]
+    return [r["outcome"] for r in studio.services.usage.rows()]
 
 
 def image_files(studio) -> set[str]:
-    return {p.stem for p in studio.storage.images_dir.iterdir()}
+    return {p.stem for p in studio.services.images.images_dir.iterdir()}
 
 
 def assert_ledger_is_the_truth(studio, account_id: str) -> None:
-    assert studio.ledger_service.balance(account_id) == studio.ledger_service.ledger_sum(account_id) >= 0
+    assert studio.services.ledger.balance(account_id) == studio.services.ledger.ledger_sum(account_id) >= 0
 
 
 # -- the whole path, on the real tiny model -------------------------------------------------------------
@@ -74,7 +81,7 @@ def test_the_real_safety_checker_is_the_default_and_blocks_before_generating(dat
 
     studio = make_studio(data_dir, fast_generator, real_safety=True)  # build_studio's default
     try:
-        assert isinstance(studio.safety.checker, SafetyChecker)
+        assert isinstance(studio.services.safety.checker, SafetyChecker)
         account = studio.sign_in(MARIA)
         with pytest.raises(PromptBlocked):
             studio.generate(request("a hentai poster"), account.identity)
@@ -89,7 +96,7 @@ def test_the_real_safety_checker_is_the_default_and_blocks_before_generating(dat
 def test_the_first_sign_in_creates_the_account_with_the_signup_grant_and_later_ones_find_it(studio):
     first = studio.sign_in(MARIA)
     again = studio.sign_in(MARIA)
-    assert first.id == again.id and first.balance == studio.config.credits.signup_grant
+    assert first.id == again.id and first.balance == studio.services.config.credits.signup_grant
     assert [e.kind for e in studio.ledger(first.identity)] == ["grant"]
     summary = studio.account_summary(first.identity)
     assert (summary.username, summary.opt_in) == ("maria", False)
@@ -160,10 +167,10 @@ def test_a_failed_database_commit_refunds_and_leaves_no_rows_or_files(studio, mo
     def broken(*args, **kwargs):  # failure injector: the last write of the store transaction fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(studio.history, "record", broken)
+    monkeypatch.setattr(studio.services.generation_log, "record", broken)
     with pytest.raises(ServiceError, match="nothing was charged"):
         studio.generate(request("a circle", num_images=2), account.identity)
-    assert image_files(studio) == set() and all_rows(studio.db.engine)["images"] == []
+    assert image_files(studio) == set() and all_rows(studio.services.db.engine)["images"] == []
     assert studio.account_summary(account.identity).balance == account.balance
     assert usage_outcomes(studio) == ["error:OSError"]
 
@@ -180,8 +187,8 @@ def test_a_retry_with_the_same_request_id_is_charged_once(studio, fast_generator
 
 def test_without_enough_credits_nothing_runs_and_the_quote_says_why(studio, fast_generator):
     account = studio.sign_in(MARIA)
-    studio.ledger_service.adjust(account.id, -(account.balance - 1), "leave one credit")
-    quote = studio.quote(request("a circle", num_images=2), account.identity)
+    studio.services.ledger.adjust(account.id, -(account.balance - 1), "leave one credit")
+    quote = studio.quote(account.identity, num_images=2)
     assert (quote.cost, quote.affordable) == (2, False) and "balance is 1" in quote.message
     with pytest.raises(InsufficientCredits, match="balance is 1"):
         studio.generate(request("a circle", num_images=2), account.identity)
@@ -208,7 +215,7 @@ def test_anonymous_visitors_get_the_daily_allowance_per_session_and_per_address(
         assert studio.allowance_left(new_session_same_address) == 1
         other = Identity.anonymous("session-c", "198.51.100.7")
         assert studio.allowance_left(other) == 3
-        assert not studio.quote(request("a circle", num_images=2), visitor).affordable
+        assert not studio.quote(visitor, num_images=2).affordable
     finally:
         studio.close()
 
@@ -229,7 +236,7 @@ def test_uploaded_images_are_used_in_memory_and_never_stored(studio):
     upload.save(raw, format="PNG")
     result = studio.generate(request("make it blue", mode=Mode.IMAGE_TO_IMAGE, images=[upload], steps=2),
                              visitor)
-    files = files_under(studio.data_dir)
+    files = files_under(studio.services.data_dir)
     stored = [p for p in files if p.suffix == ".png"]
     assert {p.stem for p in stored} == {i.id for i in result.images}
     assert all(p.read_bytes() != raw.getvalue() for p in files)
@@ -266,10 +273,10 @@ def test_200_parallel_requests_never_overdraw_and_the_balance_equals_the_ledger(
         assert kinds["ok"] and kinds["InsufficientCredits"] and kinds["GenerationFailed"]
         assert sum(kinds.values()) == 200
 
-        balance = studio.ledger_service.balance(account.id)
-        assert balance == studio.ledger_service.ledger_sum(account.id) >= 0
+        balance = studio.services.ledger.balance(account.id)
+        assert balance == studio.services.ledger.ledger_sum(account.id) >= 0
         assert 120 - balance == stored  # charged exactly the images delivered
-        with studio.db.engine.connect() as c:
+        with studio.services.db.engine.connect() as c:
             entries = c.execute(sa.select(ledger).where(ledger.c.kind != "grant")).all()
             assert c.execute(sa.select(sa.func.count()).select_from(images)).scalar() == stored
             assert c.execute(sa.select(sa.func.count()).select_from(usage)).scalar() == 200
@@ -289,7 +296,7 @@ def test_an_anonymous_retry_with_the_same_request_id_counts_once(studio, fast_ge
     with pytest.raises(DuplicateRequest):
         studio.generate(request("a circle"), visitor, request_id="anon-retry")
     assert fast_generator.calls == 1
-    assert studio.allowance_left(visitor) == studio.config.allowance.anonymous_images_per_day - 1
+    assert studio.allowance_left(visitor) == studio.services.config.allowance.anonymous_images_per_day - 1
 
 
 def test_a_cancelled_request_is_refunded(studio):

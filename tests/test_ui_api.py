@@ -57,10 +57,11 @@ def test_every_action_has_a_named_endpoint(app):
 
 
 def test_anonymous_generate_returns_the_image_and_its_seed(app):
-    gallery, info, seed, header = generate(client(app), seed=1234)
+    gallery, info, seed, header, note = generate(client(app), seed=1234)  # (the button is not an API output)
     assert len(gallery) == 1 and gallery[0]["caption"] == "seed 1234"
     assert "`1234`" in info and seed == 1234
     assert "free images left today" in header
+    assert "left today" in note  # the new quote comes with the result: no second call after a click
 
 
 def test_the_same_seed_reproduces_the_same_image(app, signed_in):
@@ -84,7 +85,7 @@ def test_signed_in_generate_charges_credits(app, signed_in):
     assert "local-dev" in before
     quote = c.predict("16:9", 2, 4, api_name="/quote")
     assert "2 credit(s)" in quote[0]
-    _, _, _, header = generate(c, ratio="16:9", n=2)
+    header = generate(c, ratio="16:9", n=2)[3]
     balance_before = int(before.split("balance **")[1].split("**")[0])
     assert f"balance **{balance_before - 2}**" in header
     ledger = c.predict(api_name="/account")[1]
@@ -211,7 +212,7 @@ def test_opted_in_accounts_see_announcements(app):
 
     cookie = session_cookie(app.url)
     c = Client(app.url, headers={"Cookie": f"session={cookie}"}, verbose=False)
-    app.studio.announce("Maintenance on Sunday 10:00 UTC.")
+    app.studio.services.announcements.post("Maintenance on Sunday 10:00 UTC.")
     assert "Maintenance" not in c.predict(api_name="/account")[3]
     assert "Maintenance on Sunday" in c.predict(True, api_name="/set_updates_opt_in")
     assert c.predict(api_name="/account")[2] is True
@@ -229,5 +230,31 @@ def test_export_then_delete_account_signs_out_of_everything(app):
     with pytest.raises(Exception, match="DELETE"):
         c.predict("no", api_name="/delete_account")
     assert "deleted" in c.predict("DELETE", api_name="/delete_account")
-    assert app.studio.accounts.find_by_provider("local", "local-dev") is None
+    assert app.studio.services.accounts.find_by_provider("local", "local-dev") is None
     assert fetch(c, export["url"]).status_code == 404
+
+
+class CountingTokenizer:
+    """Stands in for the model's tokenizer and counts the calls our planning makes (it asks for the
+    ids without special tokens; the pipeline's own encoding does not)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.plans = 0
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("add_special_tokens") is False:
+            self.plans += 1
+        return self.real(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_one_generate_click_plans_the_request_once(app, monkeypatch):
+    pipe = app.studio.services.generator.load().base
+    counting = CountingTokenizer(pipe.tokenizer)
+    monkeypatch.setattr(pipe, "tokenizer", counting)
+    gallery = generate(client(app, session_cookie(app.url)), seed=5)[0]
+    assert len(gallery) == 1
+    assert counting.plans == 1  # the prompt is fitted once; the quote that follows tokenises nothing

@@ -83,7 +83,7 @@ def sign_in_steps(app, path: str) -> tuple[list[str], str]:
 def test_hugging_face_button_signs_in_as_the_dev_profile_without_a_token(app):
     assert "Sign in with Hugging Face" in httpx.get(app.url + "/config", timeout=30).text
     assert "**local-dev**" in account_text(app, session_cookie(app.url))
-    account = app.studio.accounts.find_by_provider("local", "local-dev")
+    account = app.studio.services.accounts.find_by_provider("local", "local-dev")
     assert account is not None and account.balance == 50
 
 
@@ -92,12 +92,12 @@ def test_google_sign_in_runs_the_openid_redirect_dance(app, provider):
     assert any(u.startswith(provider.issuer + "/authorize") for u in visited)
     assert any("/login/google/callback?code=" in u for u in visited)
     assert "**ada**" in account_text(app, cookie) and "ada@example.org" in account_text(app, cookie)
-    assert app.studio.accounts.find_by_provider("google", "g-1001").username == "ada"
+    assert app.studio.services.accounts.find_by_provider("google", "g-1001").username == "ada"
 
 
 def test_github_sign_in_reads_the_user_api(app, provider):
     _, cookie = sign_in_steps(app, "/login/github")
-    account = app.studio.accounts.find_by_provider("github", "1001")
+    account = app.studio.services.accounts.find_by_provider("github", "1001")
     assert account is not None and account.email == "ada@example.org"
     assert f"**{account.username}**" in account_text(app, cookie)
 
@@ -127,7 +127,8 @@ def test_a_cookie_signed_with_gradios_public_default_key_is_not_a_sign_in(app):
     # Off a Space Gradio would sign with sha256("" + "-v4"): anyone could mint sessions.
     assert "Sign in" in account_text(app, forged_cookie(""))
     # The control: the real key and a session the server opened work.
-    assert "**mallory**" in account_text(app, forged_cookie(SECRET, app.studio.sessions.open("huggingface", "666")))
+    session_id = app.studio.services.sessions.open("huggingface", "666")
+    assert "**mallory**" in account_text(app, forged_cookie(SECRET, session_id))
 
 
 def test_a_cookie_signed_with_the_real_key_but_never_issued_is_not_a_sign_in(app):

@@ -216,5 +216,5 @@ def test_a_person_exports_their_data_then_deletes_the_account(page, tmp_path, ap
     page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Not signed in')",
                            timeout=30_000)
     assert page.get_by_role("button", name="Sign in with Hugging Face").is_visible()
-    assert app.studio.accounts.find_by_provider("local", "local-dev") is None
+    assert app.studio.services.accounts.find_by_provider("local", "local-dev") is None
     shot(page, "07-after-delete")

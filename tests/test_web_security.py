@@ -475,7 +475,7 @@ def test_an_expired_image_is_refused_at_once_not_at_the_next_sweep(in_process):
     gallery = gc.predict("a red circle", "1:1", 1, "", 2, 1.5, 1, False, "", api_name="/generate")[0]
     url = gallery[0]["image"]["url"]
     assert c.get(url.removeprefix(in_process.url)).status_code == 200
-    with in_process.studio.db.transaction() as conn:
+    with in_process.studio.services.db.transaction() as conn:
         conn.execute(images.update().values(expires_at=utcnow() - timedelta(seconds=1)))
         assert conn.execute(sa.select(sa.func.count()).select_from(images)).scalar() >= 1
     assert c.get(url.removeprefix(in_process.url)).status_code == 404

@@ -20,15 +20,12 @@ from typing import Any
 from fastapi import FastAPI, Form, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from nanobanana.safety import Verdict
+
 BLOCKED_WORD = "forbiddenword"
 BLOCKED_COLOUR = (255, 0, 255)  # an image whose corner pixel is exactly this is refused
 
 
-@dataclass
-class Verdict:
-    allowed: bool
-    category: str | None = None
-    reason: str | None = None
 
 
 class WordFilter:
@@ -37,13 +34,13 @@ class WordFilter:
     def check_prompt(self, text: str) -> Verdict:
         if BLOCKED_WORD in text.lower():
             reason = f"This prompt was refused: it contains the test word {BLOCKED_WORD!r}."
-            return Verdict(False, "test", reason)
-        return Verdict(True)
+            return Verdict.block("test", 1.0, reason)
+        return Verdict.allow()
 
     def check_image(self, image: Any) -> Verdict:
         if image.convert("RGB").getpixel((0, 0)) == BLOCKED_COLOUR:
-            return Verdict(False, "test", "This image was refused by the (test) image filter.")
-        return Verdict(True)
+            return Verdict.block("test", 1.0, "This image was refused by the (test) image filter.")
+        return Verdict.allow()
 
 
 def free_port() -> int:
@@ -81,7 +78,7 @@ class Server:
 def build_test_app(generator, data_dir: Path, *, allowance: int = 3, signup_grant: int = 50,
                    ui_overrides: dict[str, Any] | None = None):
     """A studio on `generator` with a temp data folder and the test filter, and the app around it."""
-    from nanobanana.service.studio import build_studio
+    from nanobanana.service.build import build_studio
     from nanobanana.web.app import create_app
     from nanobanana.web.config import load_ui_config
 

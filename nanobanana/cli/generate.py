@@ -1,6 +1,8 @@
 """`python -m nanobanana generate`: text-to-image and image-to-image from the command line.
 
-Writes one PNG per image plus `result.json` (seeds, settings, timings) into `--out`.
+Writes one PNG per image plus `result.json` (seeds, settings, timings) into `--out`. With `--user USER`
+the request goes through the service as that account: its credits are charged, the images are kept in
+the data folder for it (copies land in `--out`) and a usage row is written, as in the app.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, help="model config name, YAML, local folder or hub id")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default ./outputs)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument(
+        "--user", default=None,
+        help="run through the service as this account (username or id): charges its credits, keeps the "
+             "images in the data folder for the account, writes a usage row",
+    )
     parser.set_defaults(func=run_generate)
 
 
@@ -71,13 +78,19 @@ def write_result(result: GenerationResult, out: Path) -> list[Path]:
     return paths
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def _generator(args: argparse.Namespace) -> Generator:
     from nanobanana.generation.config import load_generation_config, model_config_from_reference
 
     config = load_generation_config()
     if args.model:
         config = config.model_copy(update={"model": model_config_from_reference(args.model)})
-    generator = Generator(config)
+    return Generator(config)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    if args.user:
+        return run_generate_as_user(args)
+    generator = _generator(args)
     result = generator.generate(request_from_args(args, generator))
     paths = write_result(result, args.out)
     if args.json:
@@ -92,4 +105,37 @@ def run_generate(args: argparse.Namespace) -> int:
         f"{len(paths)} image(s) {s.width}×{s.height}, {s.steps} steps, seeds {result.seeds}, "
         f"{t.total:.2f}s total ({t.load:.2f}s load) → {args.out}/"
     )
+    return 0
+
+
+def run_generate_as_user(args: argparse.Namespace) -> int:
+    """`generate ... --user USER`: the same request through the service as that account."""
+    import shutil
+
+    from nanobanana.cli.main import print_json
+    from nanobanana.service.build import build_studio
+
+    generator = _generator(args)
+    studio = build_studio(generator=generator, start_sweeper=False)
+    try:
+        account = studio.services.accounts.resolve(args.user)
+        result = studio.generate(request_from_args(args, generator), account.identity)
+        args.out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for image in result.images:  # the studio keeps them; the caller gets copies in --out
+            target = args.out / f"{image.id}.png"
+            shutil.copyfile(studio.image_path(account.identity, image.id), target)
+            files.append(str(target))
+    finally:
+        studio.close()
+    payload = {"request_id": result.request_id, "charged": result.charged, "balance": result.balance,
+               "blocked": result.blocked, "images": [i.id for i in result.images], "files": files,
+               "messages": result.messages}
+    if args.json:
+        print_json({"ok": True, **payload})
+        return 0
+    for message in result.messages:
+        print(message)
+    print(f"{len(files)} image(s) for {account.username}: {result.charged} credit(s) charged, "
+          f"balance {result.balance} → {args.out}/")
     return 0

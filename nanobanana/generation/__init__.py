@@ -4,6 +4,14 @@ from nanobanana.generation import Generator, GenerationRequest
 result = Generator().generate(GenerationRequest("a red circle on a blue background", seed=1))
 """
 
+from nanobanana.errors import (
+    GenerationCancelled,
+    GenerationFailed,
+    InvalidImage,
+    InvalidRequest,
+    ModelLoadError,
+    UnsupportedMode,
+)
 from nanobanana.generation.aspect import AspectSize, all_sizes, closest_ratio, size_for
 from nanobanana.generation.config import (
     ASPECT_RATIOS,
@@ -12,14 +20,6 @@ from nanobanana.generation.config import (
     ModelConfig,
     load_generation_config,
     model_config_from_reference,
-)
-from nanobanana.generation.errors import (
-    GenerationCancelled,
-    GenerationFailed,
-    InvalidImage,
-    InvalidRequest,
-    ModelLoadError,
-    UnsupportedMode,
 )
 from nanobanana.generation.generator import Generator
 from nanobanana.generation.plan import Plan

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from nanobanana.errors import InvalidRequest
 from nanobanana.generation.config import ASPECT_RATIOS
-from nanobanana.generation.errors import InvalidRequest
 
 
 @dataclass(frozen=True)

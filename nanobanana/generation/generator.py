@@ -20,10 +20,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nanobanana.errors import NanobananaError
+from nanobanana.errors import GenerationCancelled, GenerationFailed, InvalidRequest, NanobananaError
 from nanobanana.generation.aspect import AspectSize, all_sizes, size_for
 from nanobanana.generation.config import ASPECT_RATIOS, GenerationConfig, load_generation_config
-from nanobanana.generation.errors import GenerationCancelled, GenerationFailed, InvalidRequest
 from nanobanana.generation.loader import LoadedModel, load_model
 from nanobanana.generation.plan import Plan, as_int, make_plan
 from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode, Settings, StageTimings
@@ -121,10 +120,12 @@ class Generator:
         """Validate a request against the limits and the loaded model; raises `InvalidRequest`."""
         return make_plan(request, self.load(), self.config, self.modes())
 
-    def output_size(self, aspect_ratio: str, num_images: int, steps: int | None) -> tuple[int, int, int, int]:
+    def output_size(self, aspect_ratio: str | None, num_images: int, steps: int | None
+                    ) -> tuple[int, int, int, int]:
         """(width, height, images, steps) a request with these settings would make, without planning a
         prompt: what a price depends on."""
         model, cfg, limits = self.load(), self.config.model, self.config.limits
+        aspect_ratio = aspect_ratio or cfg.defaults.aspect_ratio
         if aspect_ratio not in ASPECT_RATIOS:
             raise InvalidRequest(f"Aspect ratio {aspect_ratio!r} is not offered; choose one of: "
                                  f"{', '.join(ASPECT_RATIOS)}.")

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from nanobanana.errors import ModelLoadError
 from nanobanana.generation.config import ModelConfig
-from nanobanana.generation.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from PIL import Image
 
+from nanobanana.errors import InvalidRequest, UnsupportedMode
 from nanobanana.generation.aspect import closest_ratio, size_for
 from nanobanana.generation.config import ASPECT_RATIOS, GenerationConfig
-from nanobanana.generation.errors import InvalidRequest, UnsupportedMode
 from nanobanana.generation.loader import LoadedModel
 from nanobanana.generation.types import GenerationRequest, Mode, Settings
 

@@ -37,7 +37,7 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         if isinstance(self.mode, str) and not isinstance(self.mode, Mode):
-            from nanobanana.generation.errors import InvalidRequest
+            from nanobanana.errors import InvalidRequest
 
             try:
                 self.mode = Mode(self.mode)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nanobanana.errors import InvalidImage
 from nanobanana.generation.config import Limits
-from nanobanana.generation.errors import InvalidImage
 
 
 def _read_bytes(source: bytes | str | Path, limits: Limits) -> bytes:

@@ -11,11 +11,12 @@ The service filters the positive prompt and edit instructions, never the negativ
 the user does *not* want), and checks every generated or uploaded image before it is stored or shown.
 """
 
+from nanobanana.errors import ImageBlocked, PromptBlocked, SafetyBlocked
 from nanobanana.safety.checker import SafetyChecker
 from nanobanana.safety.config import SafetyConfig, load_safety_config
 from nanobanana.safety.image_filter import ImageFilter
 from nanobanana.safety.prompt_filter import PromptFilter
-from nanobanana.safety.types import CATEGORIES, ImageBlocked, PromptBlocked, SafetyBlocked, Verdict
+from nanobanana.safety.types import CATEGORIES, Verdict
 
 __all__ = [
     "CATEGORIES",

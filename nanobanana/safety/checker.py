@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from nanobanana.errors import ImageBlocked, PromptBlocked
 from nanobanana.safety.config import SafetyConfig, load_safety_config
 from nanobanana.safety.image_filter import ImageFilter, ImageInput
 from nanobanana.safety.prompt_filter import PromptFilter
-from nanobanana.safety.types import DISABLED_REASON, ImageBlocked, PromptBlocked, Verdict
+from nanobanana.safety.types import DISABLED_REASON, Verdict
 
 logger = logging.getLogger("nanobanana.safety")
 

@@ -1,40 +1,29 @@
 """How the request path uses the safety filters.
 
 The default filter is `nanobanana.safety.SafetyChecker` (switched on and off only in
-`configs/safety.yaml`, and then it says so in every verdict and on the policy page). Any object with
-`check_prompt(text)` and `check_image(pil)` returning a verdict (something with `.allowed`, ideally
-`.category`, `.score` and `.reason`) works too, which keeps tests fast and deterministic.
+`configs/safety.yaml`, and then it says so in every verdict and on the policy page). Any `SafetyFilter`
+(`check_prompt(text)` and `check_image(pil)`, each returning a `Verdict`) works too, which keeps tests fast
+and deterministic.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from PIL import Image
 
-from nanobanana.safety import ImageBlocked, PromptBlocked, Verdict
+from nanobanana.errors import ImageBlocked, PromptBlocked
+from nanobanana.safety import Verdict
 
 __all__ = ["ImageBlocked", "PromptBlocked", "SafetyFilter", "SafetyGate"]
 
 
 class SafetyFilter(Protocol):
-    def check_prompt(self, text: str) -> Any: ...
+    def check_prompt(self, text: str) -> Verdict: ...
 
-    def check_image(self, image: Image.Image) -> Any: ...
-
-
-def _verdict(raw: Any) -> Verdict:
-    if isinstance(raw, Verdict):
-        return raw
-    if getattr(raw, "allowed", True):
-        return Verdict.allow(float(getattr(raw, "score", 0.0) or 0.0))
-    return Verdict.block(
-        getattr(raw, "category", None) or "other",
-        float(getattr(raw, "score", 1.0) or 1.0),
-        getattr(raw, "reason", None) or "This was blocked by the safety filter.",
-    )
+    def check_image(self, image: Image.Image) -> Verdict: ...
 
 
 def _default_checker() -> SafetyFilter:
@@ -79,20 +68,20 @@ class SafetyGate:
     def check_prompt(self, prompt: str) -> None:
         """Raise `PromptBlocked` if the prompt (or edit instruction) is refused. Negative prompts list what
         the user does not want, so they are not checked."""
-        verdict = _verdict(self.checker.check_prompt(prompt))
+        verdict = self.checker.check_prompt(prompt)
         if not verdict.allowed:
             raise PromptBlocked(verdict)
 
     def check_uploads(self, pictures: Sequence[Image.Image]) -> None:
         """Raise `ImageBlocked` if an uploaded image is refused (before any compute is spent on it)."""
         for picture in pictures:
-            verdict = _verdict(self.checker.check_image(picture))
+            verdict = self.checker.check_image(picture)
             if not verdict.allowed:
                 raise ImageBlocked(verdict)
 
-    def blocked_images(self, pictures: Sequence[Image.Image]) -> list[Verdict]:
-        """One verdict per generated image."""
-        return [_verdict(self.checker.check_image(picture)) for picture in pictures]
+    def image_verdicts(self, pictures: Sequence[Image.Image]) -> list[Verdict]:
+        """One verdict per generated image, allowed or not."""
+        return [self.checker.check_image(picture) for picture in pictures]
 
 
 def all_blocked_error(verdicts: Sequence[Verdict]) -> ImageBlocked:

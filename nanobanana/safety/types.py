@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from nanobanana.errors import NanobananaError
-
 Category = Literal["sexual", "sexual_minors", "violence", "hate", "self_harm", "illegal"]
 CATEGORIES: tuple[str, ...] = ("sexual", "sexual_minors", "violence", "hate", "self_harm", "illegal")
 
@@ -67,17 +65,3 @@ def _clip(score: float) -> float:
     return round(min(1.0, max(0.0, float(score))), 4)
 
 
-class SafetyBlocked(NanobananaError):
-    """A safety filter refused the input; `.verdict` says why."""
-
-    def __init__(self, verdict: Verdict):
-        super().__init__(verdict.reason)
-        self.verdict = verdict
-
-
-class PromptBlocked(SafetyBlocked):
-    """The prompt (or edit instruction) was refused by the prompt filter."""
-
-
-class ImageBlocked(SafetyBlocked):
-    """The image was refused by the image filter."""

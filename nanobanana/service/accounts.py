@@ -16,24 +16,8 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from nanobanana.errors import NanobananaError
+from nanobanana.errors import IdentityError, UnknownUser
 from nanobanana.service.db import Database, accounts, utcnow
-
-
-class IdentityError(NanobananaError):
-    """A problem with who is asking."""
-
-
-class UnknownUser(IdentityError):
-    """No account with that username or id."""
-
-
-class SignInRequired(IdentityError):
-    """The action needs a signed-in account."""
-
-
-class UsernameTaken(IdentityError):
-    """Another account already uses that username."""
 
 
 @dataclass(frozen=True)

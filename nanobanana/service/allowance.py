@@ -12,13 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from nanobanana.errors import NanobananaError
+from nanobanana.errors import AllowanceExhausted, DuplicateRequest
 from nanobanana.service.accounts import Identity
-from nanobanana.service.ledger import DuplicateRequest
-
-
-class AllowanceExhausted(NanobananaError):
-    """An anonymous visitor used up today's free images."""
 
 
 def _key(prefix: str, value: str) -> str:

@@ -12,17 +12,13 @@ from email.message import EmailMessage
 
 import sqlalchemy as sa
 
-from nanobanana.errors import NanobananaError
+from nanobanana.errors import AnnouncementError
 from nanobanana.service.accounts import Account, Accounts
 from nanobanana.service.config import SmtpConfig
 from nanobanana.service.db import Database, announcements, utcnow
 
 log = logging.getLogger(__name__)
 SHOWN_IN_APP = 20
-
-
-class AnnouncementError(NanobananaError):
-    """An announcement could not be posted."""
 
 
 @dataclass(frozen=True)

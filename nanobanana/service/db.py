@@ -16,16 +16,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from nanobanana.errors import NanobananaError
+from nanobanana.errors import DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATION_LOCK_ID = 0x6E616E6F  # any constant shared by every replica
 _MIGRATION_LOCK = threading.Lock()  # Alembic's command API keeps module-level state
-
-
-class DatabaseError(NanobananaError):
-    """The database could not be opened or migrated."""
 
 
 def utcnow() -> datetime:

@@ -39,7 +39,7 @@ class HistoryEntry:
         }
 
 
-class History:
+class GenerationLog:
     def __init__(self, db: Database, retention_days: float) -> None:
         self.db = db
         self.retention = timedelta(days=retention_days)

@@ -24,21 +24,13 @@ import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.engine import Connection
 
-from nanobanana.errors import NanobananaError
+from nanobanana.errors import ImageNotFound
 from nanobanana.service.accounts import Identity
 from nanobanana.service.config import StorageConfig
 from nanobanana.service.db import Database, images, utcnow
 
 IMAGE_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 ORPHAN_GRACE_SECONDS = 600  # files younger than this may belong to a request still being recorded
-
-
-class StorageError(NanobananaError):
-    """A stored-image problem."""
-
-
-class ImageNotFound(StorageError):
-    """No such image for this person: never existed, expired, deleted, or someone else's (same message)."""
 
 
 @dataclass(frozen=True)

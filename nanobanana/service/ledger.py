@@ -17,28 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from nanobanana.errors import NanobananaError
-from nanobanana.service.accounts import UnknownUser
+from nanobanana.errors import CreditsError, InsufficientCredits, InvalidAdjustment, UnknownUser
 from nanobanana.service.config import CreditsConfig
 from nanobanana.service.db import Database, accounts, ledger, utcnow
 
 Kind = Literal["grant", "charge", "refund", "adjust"]
-
-
-class CreditsError(NanobananaError):
-    """A credits problem."""
-
-
-class InsufficientCredits(CreditsError):
-    """The account's balance does not cover the request."""
-
-
-class DuplicateRequest(NanobananaError):
-    """A request id that was already used: a retry never runs (or charges) twice."""
-
-
-class InvalidAdjustment(CreditsError):
-    """An operator adjustment that makes no sense (zero, or below a zero balance)."""
 
 
 @dataclass(frozen=True)

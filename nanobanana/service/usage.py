@@ -25,10 +25,6 @@ OUTCOMES = ("ok", "blocked_prompt", "blocked_image", "insufficient_credits", "in
 SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 
 
-def error_outcome(exc: BaseException) -> str:
-    return f"error:{type(exc).__name__}"
-
-
 @dataclass
 class UsageEvent:
     """What one request contributes to the statistics. Built by the studio, recorded once."""
@@ -42,6 +38,26 @@ class UsageEvent:
     timings: dict[str, float] = field(default_factory=dict)
     images_stored: int = 0
     images_blocked: int = 0
+
+    @classmethod
+    def for_request(cls, request: Any, model: str) -> UsageEvent:
+        """The event of a request as it arrived (a `GenerationRequest` or a `Plan`), before validation."""
+        settings = getattr(request, "settings", None)
+        if settings is not None:
+            event = cls(mode="", model=model, aspect_ratio="", steps=None, num_images=0)
+            event.describe(settings)
+            return event
+        return cls(
+            mode=getattr(request.mode, "value", str(request.mode)), model=model,
+            aspect_ratio=str(request.aspect_ratio or "auto"),
+            steps=request.steps if isinstance(request.steps, int) else None,
+            num_images=request.num_images if isinstance(request.num_images, int) else 0,
+        )
+
+    def describe(self, settings: Any) -> None:
+        """Take the validated settings (mode, ratio, steps, images) once the request is planned."""
+        self.mode, self.aspect_ratio = settings.mode.value, settings.aspect_ratio
+        self.steps, self.num_images = settings.steps, settings.num_images
 
     def row(self) -> dict[str, Any]:
         now = utcnow()

@@ -205,7 +205,7 @@ def add_provider_routes(app: FastAPI, config: UIConfig, studio: Any) -> list[str
                 )
             studio.sign_in(profile_data(claims))
             request.session["oauth_info"] = session_entry(claims, scope=name,
-                                                          hours=studio.config.privacy.sign_in_hours)
+                                                          hours=studio.sign_in_hours)
             return RedirectResponse("/", status_code=302)
 
         # Explicit paths: a /login/{provider} pattern would shadow Gradio's /login/huggingface.

@@ -1,0 +1,82 @@
+"""The privacy policy, rendered from the configuration the service enforces (so the page and the code
+cannot drift apart)."""
+
+from __future__ import annotations
+
+from nanobanana.service.config import ServiceConfig, analytics_enabled
+from nanobanana.service.ledger import CostRule
+
+
+def _hours(h: float) -> str:
+    if h % 24 == 0 and h >= 24:
+        days = int(h // 24)
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{h:g} hour{'s' if h != 1 else ''}"
+
+
+def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool = True,
+                    image_filter: bool = True) -> str:
+    """The privacy policy, rendered from the configuration the service enforces."""
+    credits, allowance, storage, privacy, smtp = (
+        config.credits, config.allowance, config.storage, config.privacy, config.smtp,
+    )
+    analytics = analytics_enabled(environ)
+    third = list(privacy.third_parties)
+    if analytics:
+        third.append("Gradio's usage analytics (GRADIO_ANALYTICS_ENABLED is on)")
+    if smtp.enabled:
+        third.append(f"the e-mail server {smtp.host} (only for service updates you opted in to)")
+    third_text = ", ".join(third) if third else "none"
+    filters = []
+    filters.append("prompts are checked by a safety filter" if prompt_filter
+                   else "**the prompt safety filter is turned off by the operator**")
+    filters.append("every image is checked by a safety filter before you see it" if image_filter
+                   else "**the image safety filter is turned off by the operator**")
+    anonymous_limit = f"{storage.anonymous_max_images} images / {storage.anonymous_max_bytes / 1e6:g} MB"
+    account_limit = f"{storage.account_max_images} images / {storage.account_max_bytes / 1e6:g} MB"
+    email = "sent" if smtp.enabled else "not set up here, so updates appear only in the app"
+    return f"""# Privacy policy
+
+This Nanobanana instance is run by {privacy.operator_name}. Questions and requests: {privacy.contact}.
+
+## What we store about you
+- **Without an account:** nothing about you. Your images, with the prompts and settings that made them,
+  are kept for **{_hours(storage.anonymous_expiry_hours)}**, then deleted. Your browser session is stored
+  only as a one-way hash beside those images. Your network address is never written to disk: it is held
+  in memory, for the day, only to count the free allowance.
+- **With an account:** what your sign-in provider tells us (provider, your id there, username, e-mail if
+  given), when the account was created, whether you want service updates, your credit balance and every
+  credit movement (grants, charges, refunds); your images for **{_hours(storage.account_expiry_hours)}**;
+  your generation history (prompts, settings, times) for **{privacy.history_retention_days:g} days**.
+- **Uploaded images** for image-to-image and edits are processed in memory and never stored.
+
+## Limits
+- Free allowance without an account: **{allowance.anonymous_images_per_day} images per day**, counted per
+  browser session and per network address, in memory only.
+- New accounts receive **{credits.signup_grant} credits**. Price: {CostRule(credits).describe()}.
+  Images that fail or are withheld by the safety filter are refunded (or not counted against the allowance).
+- Stored images per person: at most **{anonymous_limit}** without an account, **{account_limit}** with
+  one. At the limit your oldest images are deleted first, and we tell you.
+- Safety: {"; ".join(filters)}.
+
+## Anonymous usage statistics
+For each request we record the hour (not the minute), mode, model, aspect ratio, steps, number of images,
+outcome and how long each stage took. These records contain no account, session, address or prompt text,
+and are kept to run and improve the service.
+
+## Your rights
+- **Export:** download everything stored about you (profile, credit ledger as CSV and JSON, generation
+  history, every stored image) as one zip from your account panel. Exports are deleted after
+  {storage.export_expiry_minutes:g} minutes.
+- **Delete:** deleting your account removes every record and file tied to it at once and signs you out
+  on every device. Only a keyed hash of your sign-in (provider and id, not readable back) is kept for
+  **{privacy.closed_account_days:g} days**, so that deleting and signing up again does not give a second
+  sign-up grant; then it is deleted too.
+- **Sign-in:** a sign-in lasts **{_hours(privacy.sign_in_hours)}**; the server keeps a random session id
+  (hashed) for it, and signing out ends it at once.
+- **Service updates:** off unless you opt in; opting out stops them in the app and by e-mail.
+  E-mail is {email}.
+
+## Third parties
+Data shared with third parties: {third_text}. Analytics: {"on" if analytics else "off"}.
+"""

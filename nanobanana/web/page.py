@@ -1,0 +1,385 @@
+"""The page: Create, Edit, History, Account, Stats and Privacy, and the handlers behind them.
+
+Handlers only translate between widgets and the service: `@handler` works out who is asking, the handler
+calls one `Studio` method, and `presenters` turn the result into what the page shows; errors become
+messages. They never touch the model, the database or file paths. Stored images and zips go out as links
+to `/files/...` (see `gradio_files.py`); none of them enters Gradio's public file cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from nanobanana.generation import GenerationRequest, Mode, load_images
+from nanobanana.service.accounts import Identity
+from nanobanana.service.studio import Studio, StudioResult
+from nanobanana.web import auth, presenters
+from nanobanana.web.config import UIConfig
+from nanobanana.web.gradio_files import linked_file, site_root, uploaded_images
+from nanobanana.web.handlers import handler, user_error
+from nanobanana.web.pages import visitor_id
+
+
+class StudioUI:
+    """The page and its handlers for one studio."""
+
+    def __init__(self, studio: Studio, config: UIConfig, environ: Mapping[str, str] | None = None) -> None:
+        self.studio = studio
+        self.config = config
+        self.environ = os.environ if environ is None else environ
+        self.info = studio.info()
+        # Uploads are shrunk to the largest size the model makes as soon as they are decoded.
+        self.max_input_side = max(max(size.width, size.height) for size in self.info.sizes)
+
+    # -- who is asking ------------------------------------------------------------------------------
+    def identity(self, profile: gr.OAuthProfile | None, request: gr.Request | None) -> Identity:
+        if profile is not None:
+            return self.studio.sign_in(auth.profile_data(profile)).identity
+        session = visitor_id(request)
+        if not session:
+            raise gr.Error("Your browser session could not be identified; reload the page.")
+        client = getattr(request, "client", None)
+        return Identity.anonymous(session, getattr(client, "host", None))
+
+    def header(self, identity: Identity) -> str:
+        return presenters.header(self.studio.account_summary(identity), self.studio.allowance_left(identity),
+                                 self.info.anonymous_images_per_day)
+
+    # -- create -------------------------------------------------------------------------------------
+    @staticmethod
+    def _request(prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler,
+                 mode=Mode.TEXT_TO_IMAGE, images=None, strength=None) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=prompt or "",
+            mode=mode,
+            negative_prompt=negative or "",
+            aspect_ratio=ratio or "1:1",
+            num_images=int(num_images or 1),
+            steps=int(steps) if steps else None,
+            guidance=float(guidance) if guidance is not None else None,
+            seed=None if randomize or seed is None else int(seed),
+            scheduler=scheduler or None,
+            strength=0.6 if strength is None else float(strength),
+            images=images or [],
+        )
+
+    def _button(self, identity: Identity, ratio, num_images, steps):
+        """The Generate button's label (with the cost) and a note; disabled when it cannot be afforded."""
+        q = self.studio.quote(identity, ratio or "1:1", int(num_images or 1), int(steps) if steps else None)
+        note = q.message if q.affordable else f"⚠️ {q.message}"
+        label = presenters.generate_label(q, identity.is_account)
+        return gr.update(value=label, interactive=q.affordable), note
+
+    @handler
+    def quote(self, ratio, num_images, steps, identity: Identity):
+        """The Generate button, its cost note and the header."""
+        return (*self._button(identity, ratio, num_images, steps), self.header(identity))
+
+    @handler
+    def generate(self, prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler,
+                 identity: Identity, request: gr.Request, progress=gr.Progress()):
+        """Text to image: the gallery, the seeds used, the seed box, the header and the new button."""
+        req = self._request(prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler)
+        result, gallery = self._run(req, identity, request, progress)
+        seeds = ", ".join(f"`{image.seed}`" for image in result.images)
+        took = result.timings.get("total", 0.0)
+        info = (f"Seeds: {seeds} · {took:.1f} s. To reproduce an image, untick *randomize* under "
+                f"Advanced and enter its seed.")
+        first = result.images[0].seed if result.images else seed
+        return (gallery, info, first, self.header(identity), *self._button(identity, ratio, num_images, steps))
+
+    def _run(self, req: GenerationRequest, identity: Identity, request: gr.Request, progress: gr.Progress
+             ) -> tuple[StudioResult, list[tuple[str, str]]]:
+        """One request through the studio with a progress bar; returns the result and its gallery."""
+        progress(0, desc="Starting")
+        result = self.studio.generate(
+            req, identity, on_step=lambda step, total: progress((step, total), desc="Denoising")
+        )
+        for message in result.messages:
+            gr.Warning(message)
+        return result, self._gallery(request, result.images)
+
+    @staticmethod
+    def _gallery(request: gr.Request, images) -> list[tuple[str, str]]:
+        root = site_root(request)
+        return [(f"{root}/files/images/{image.id}.png", f"seed {image.seed}") for image in images]
+
+    # -- edit ---------------------------------------------------------------------------------------
+    @handler
+    def edit(self, files, instruction, strength, steps, seed, randomize, identity: Identity,
+             request: gr.Request, progress=gr.Progress()):
+        """Edit uploaded images: the result gallery, a note and the header."""
+        paths = [getattr(f, "name", f) for f in (files or [])]
+        if not paths:
+            raise gr.Error("Upload at least one image to edit.")
+        try:
+            # Decoded in memory under the configured limits (count, bytes, pixels; headers before pixels).
+            # Gradio wrote the raw uploads (with any EXIF metadata, e.g. GPS) to its upload folder:
+            # remove them as soon as they are read.
+            pictures = load_images([Path(p) for p in paths], self.info.limits, max_side=self.max_input_side)
+        finally:
+            for p in paths:
+                Path(p).unlink(missing_ok=True)
+        req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
+                            mode=Mode.EDIT, images=pictures, strength=strength)
+        result, gallery = self._run(req, identity, request, progress)
+        settings = result.generation.settings
+        note = (f"Ran as **{settings.mode.value}** ({settings.pipeline}), strength {settings.strength}, "
+                f"seed `{result.generation.seeds[0]}`.")
+        if result.messages:
+            note += " " + " ".join(result.messages)
+        return gallery, note, self.header(identity)
+
+    # -- history ------------------------------------------------------------------------------------
+    @handler
+    def history(self, identity: Identity, request: gr.Request):
+        """My stored images: gallery, table and the choices for download/delete."""
+        return self._history_view(identity, request)
+
+    def _history_view(self, identity: Identity, request: gr.Request):
+        images = self.studio.list_images(identity)
+        choices = presenters.history_choices(images)
+        note = (f"{len(images)} image(s). Results are kept {self.info.anonymous_expiry_hours:g} h without an "
+                f"account and {self.info.account_expiry_hours / 24:g} days with one, then deleted.")
+        return (self._gallery(request, images), presenters.history_table(images),
+                gr.update(choices=choices, value=choices[0][1] if choices else None), note)
+
+    @handler
+    def download_image(self, image_id, identity: Identity, request: gr.Request):
+        if not image_id:
+            raise gr.Error("Choose an image first.")
+        path = self.studio.image_path(identity, image_id)  # mine, and not expired
+        return f"{site_root(request)}/files/images/{image_id}.png", path.stat().st_size
+
+    @handler
+    def download_all(self, identity: Identity, request: gr.Request):
+        if not self.studio.list_images(identity):
+            raise gr.Error("You have no stored images to download.")
+        return self._export_link(request, self.studio.images_zip(identity))
+
+    @staticmethod
+    def _export_link(request: gr.Request, path: Path) -> tuple[str, int]:
+        return f"{site_root(request)}/files/exports/{path.name}", path.stat().st_size
+
+    @handler
+    def delete_image(self, image_id, identity: Identity, request: gr.Request):
+        if not image_id:
+            raise gr.Error("Choose an image first.")
+        self.studio.delete_image(identity, image_id)
+        gr.Info("Image deleted.")
+        return self._history_view(identity, request)
+
+    # -- account ------------------------------------------------------------------------------------
+    @handler
+    def account(self, identity: Identity):
+        """Summary, ledger table, opt-in, announcements; and which of the two panels is visible."""
+        return self._account_view(identity)
+
+    def _account_view(self, identity: Identity):
+        summary = self.studio.account_summary(identity)
+        if summary is None:
+            return ("Sign in to get credits, keep results for a week and see your account here.",
+                    pd.DataFrame(), False, "", gr.update(visible=False))
+        notes = self.studio.announcements(identity)
+        news = "\n\n".join(f"**{a.created_at:%Y-%m-%d}** — {a.text}" for a in notes) or (
+            "No announcements." if summary.opt_in else "Opt in above to see service updates here."
+        )
+        return (presenters.account_text(summary), presenters.ledger_table(self.studio.ledger(identity)),
+                summary.opt_in, news, gr.update(visible=True))
+
+    @handler
+    def set_opt_in(self, opt_in, identity: Identity):
+        if identity.is_account:
+            self.studio.set_updates_opt_in(identity, bool(opt_in))
+        return self._account_view(identity)[3]
+
+    @handler
+    def export(self, identity: Identity, request: gr.Request):
+        return self._export_link(request, self.studio.export(identity))
+
+    @handler
+    def delete_account(self, confirm_text, identity: Identity):
+        if (confirm_text or "").strip().upper() != "DELETE":
+            raise gr.Error("Type DELETE in the box to confirm.")
+        if not identity.is_account:
+            raise gr.Error("Sign in first: there is no account to delete.")
+        self.studio.delete_account(identity)
+        return "Your account and everything stored about it were deleted. Signing you out…"
+
+    # -- stats --------------------------------------------------------------------------------------
+    def stats(self):
+        try:
+            return presenters.stats_figures(self.studio.stats())
+        except Exception as exc:
+            raise user_error(exc) from None
+
+    # -- layout -------------------------------------------------------------------------------------
+    def build(self) -> gr.Blocks:
+        config, model = self.config, self.info
+        ratio_choices = [(s.label, s.ratio) for s in model.sizes]
+        schedulers = [("Model default", "")] + [(name, name) for name in model.schedulers]
+        defaults = model.defaults
+        providers = auth.enabled_providers(config)
+
+        # Gradio keeps a copy of every file it serves; it may not outlive the shortest retention we promise.
+        max_age = int(model.anonymous_expiry_hours * 3600)
+        with gr.Blocks(title=config.title, delete_cache=(min(600, max_age), max_age)) as demo:
+            with gr.Row():
+                with gr.Column(scale=3):
+                    gr.Markdown(f"# {config.title}\n{config.tagline}")
+                    header = gr.Markdown(elem_id="nb-header")
+                with gr.Column(scale=1, min_width=220):
+                    if auth.hf_login_available(config, self.environ):
+                        gr.LoginButton(size="md")
+                    for name in providers:
+                        gr.Button(f"Sign in with {name.capitalize()}", link=f"/login/{name}", size="md",
+                                  variant="secondary")
+
+            with gr.Tabs():
+                with gr.Tab("Create", id="create"):
+                    with gr.Row():
+                        prompt = gr.Textbox(label="Prompt", placeholder="Describe the image; press Enter",
+                                            lines=1, max_lines=4, scale=4, elem_id="nb-prompt",
+                                            max_length=self.info.limits.max_prompt_chars)
+                        run = gr.Button("Generate", variant="primary", scale=1, elem_id="nb-generate")
+                    cost_note = gr.Markdown(elem_id="nb-cost")
+                    with gr.Row():
+                        ratio = gr.Dropdown(ratio_choices, value=defaults.aspect_ratio, label="Aspect ratio")
+                        num_images = gr.Slider(1, self.info.limits.max_images, value=1, step=1,
+                                               label="Number of images")
+                    with gr.Accordion("Advanced", open=False):
+                        negative = gr.Textbox(label="Negative prompt", placeholder="What to avoid",
+                                              visible=model.supports_negative_prompt)
+                        with gr.Row():
+                            steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,
+                                              label="Steps")
+                            guidance = gr.Slider(0.0, 20.0, value=defaults.guidance, step=0.5,
+                                                 label="Guidance", visible=model.supports_guidance)
+                        with gr.Row():
+                            seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
+                            randomize = gr.Checkbox(True, label="Randomize seed")
+                            scheduler = gr.Dropdown(schedulers, value="", label="Scheduler")
+                    gallery = gr.Gallery(label="Results", columns=4, height=300, object_fit="contain",
+                                         elem_id="nb-gallery", buttons=["download", "fullscreen"],
+                                         format="png", fit_columns=False)
+                    seeds = gr.Markdown(elem_id="nb-seeds")
+                    gr.Examples(config.examples, inputs=[prompt], label="Examples")
+
+                with gr.Tab("Edit", id="edit"):
+                    gr.Markdown("Upload one or more images and say what to change. Uploads are read in "
+                                "memory and not kept.")
+                    with gr.Row():
+                        with gr.Column():
+                            uploads = uploaded_images(file_count="multiple", file_types=["image"],
+                                                     label="Images to edit", elem_id="nb-uploads")
+                            instruction = gr.Textbox(label="Instruction or prompt", elem_id="nb-instruction",
+                                                     placeholder="e.g. make the background blue")
+                            strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05,
+                                                 label="Strength (how much may change)")
+                            with gr.Accordion("Advanced", open=False):
+                                edit_steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,
+                                                       label="Steps")
+                                edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                                edit_randomize = gr.Checkbox(True, label="Randomize seed")
+                            edit_run = gr.Button("Edit", variant="primary")
+                        edit_result = gr.Gallery(label="Result", columns=2, height=300, object_fit="contain",
+                                                 buttons=["download", "fullscreen"], elem_id="nb-edit-result")
+                    edit_note = gr.Markdown(elem_id="nb-edit-note")
+
+                with gr.Tab("History", id="history") as history_tab:
+                    history_note = gr.Markdown()
+                    history_gallery = gr.Gallery(label="My images", columns=6, height=260,
+                                                 object_fit="contain", elem_id="nb-history", fit_columns=False)
+                    history_table = gr.Dataframe(label="Details", interactive=False, wrap=True)
+                    with gr.Row():
+                        # Its choices change per person; ids are checked by the studio, not by Gradio.
+                        chosen = gr.Dropdown([], label="Image", scale=3, elem_id="nb-history-choice",
+                                             allow_custom_value=True)
+                        download_one = gr.Button("Download image", scale=1)
+                        delete_one = gr.Button("Delete image", variant="stop", scale=1)
+                    with gr.Row():
+                        download_zip = gr.Button("Download all (zip)")
+                        refresh_history = gr.Button("Refresh")
+                    history_file = linked_file(label="Your download", interactive=False,
+                                              elem_id="nb-history-file")
+
+                with gr.Tab("Account", id="account") as account_tab:
+                    account_text = gr.Markdown(elem_id="nb-account")
+                    with gr.Column(visible=False) as account_panel:
+                        ledger = gr.Dataframe(label="Credit history", interactive=False)
+                        opt_in = gr.Checkbox(label="Send me service updates (shown here; e-mailed if the "
+                                                   "operator set up e-mail)")
+                        news = gr.Markdown()
+                        with gr.Row():
+                            export_button = gr.Button("Download my data")
+                            delete_button = gr.Button("Delete my account", variant="stop")
+                        export_file = linked_file(label="Your data", interactive=False,
+                                                 elem_id="nb-export-file")
+                        with gr.Group(visible=False) as confirm_group:
+                            gr.Markdown("**This deletes your account, credits, images and history** "
+                                        "for good. Type DELETE and confirm.")
+                            confirm_text = gr.Textbox(label="Type DELETE", elem_id="nb-confirm-text")
+                            with gr.Row():
+                                confirm_delete = gr.Button("Yes, delete everything", variant="stop")
+                                cancel_delete = gr.Button("Cancel")
+                        deleted_note = gr.Markdown()
+
+                with gr.Tab("Stats", id="stats") as stats_tab:
+                    stats_numbers = gr.Markdown(elem_id="nb-stats")
+                    with gr.Row():
+                        per_day = gr.BarPlot(x="day", y="images", title="Images per day", height=260,
+                                             y_lim=[0, None])
+                        timing = gr.BarPlot(x="measure", y="seconds", title="Time per request, last day (s)",
+                                            height=260, y_lim=[0, None], sort=None)
+                    with gr.Row():
+                        causes = gr.BarPlot(x="cause", y="requests", title="Requests by outcome", height=260,
+                                            y_lim=[0, None])
+                        popular = gr.Dataframe(label="Popular settings", interactive=False)
+                    refresh_stats = gr.Button("Refresh")
+
+                with gr.Tab("Privacy", id="privacy"):
+                    gr.Markdown(self.studio.policy_markdown())
+
+            gr.Markdown(f"[Privacy policy](/privacy) · [Metrics](/metrics) · "
+                        f"model `{model.model_id}`", elem_id="nb-footer")
+
+            # -- wiring ---------------------------------------------------------------------------
+            create_inputs = [prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler]
+            quote_outputs = [run, cost_note, header]
+            gr.on([demo.load, ratio.change, num_images.change, steps.change], self.quote,
+                  [ratio, num_images, steps], quote_outputs, api_name="quote", queue=False, trigger_mode="always_last",
+                  show_progress="hidden")
+            # Generate answers with the new button label too: no second call (and no re-planning) after it.
+            gr.on([run.click, prompt.submit], self.generate, create_inputs,
+                  [gallery, seeds, seed, header, run, cost_note], api_name="generate", concurrency_id="model")
+            edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
+                           [edit_result, edit_note, header], api_name="edit",
+                           concurrency_id="model")
+
+            history_outputs = [history_gallery, history_table, chosen, history_note]
+            gr.on([history_tab.select, refresh_history.click], self.history, None, history_outputs,
+                  api_name="history")
+            download_one.click(self.download_image, chosen, history_file, api_name="download_image")
+            download_zip.click(self.download_all, None, history_file, api_name="download_all")
+            delete_one.click(self.delete_image, chosen, history_outputs, api_name="delete_image")
+
+            account_outputs = [account_text, ledger, opt_in, news, account_panel]
+            account_tab.select(self.account, None, account_outputs, api_name="account")
+            opt_in.input(self.set_opt_in, opt_in, news, api_name="set_updates_opt_in")
+            export_button.click(self.export, None, export_file, api_name="export")
+            delete_button.click(lambda: gr.update(visible=True), None, confirm_group,
+                                api_visibility="private")
+            cancel_delete.click(lambda: (gr.update(visible=False), ""), None, [confirm_group, confirm_text],
+                                api_visibility="private")
+            confirm_delete.click(
+                self.delete_account, confirm_text, deleted_note, api_name="delete_account"
+            ).success(None, js="() => { setTimeout(() => window.location.assign('/logout'), 1500); }")
+
+            stats_outputs = [stats_numbers, per_day, timing, causes, popular]
+            gr.on([stats_tab.select, refresh_stats.click], self.stats, None, stats_outputs, api_name="stats")
+        return demo

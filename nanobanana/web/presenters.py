@@ -1,0 +1,108 @@
+"""What the page shows, as text and tables, from the service's results (no Gradio, no service calls)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from nanobanana.service.accounts import AccountSummary
+from nanobanana.service.images import StoredImage
+from nanobanana.service.ledger import LedgerEntry
+from nanobanana.service.payment import Quote
+from nanobanana.service.usage import UsageStats
+
+HISTORY_COLUMNS = ["prompt", "size", "steps", "guidance", "seed", "created (UTC)", "expires in", "id"]
+LEDGER_COLUMNS = ["time (UTC)", "change", "balance", "what"]
+
+
+def time_left(until: datetime, now: datetime | None = None) -> str:
+    """How long until `until`, roughly ("42 min", "5 h 3 min", "6 days")."""
+    if now is None:
+        now = datetime.now(UTC).replace(tzinfo=None) if until.tzinfo is None else datetime.now(UTC)
+    seconds = int((until - now).total_seconds())
+    if seconds <= 0:
+        return "expiring now"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+def header(summary: AccountSummary | None, allowance_left: int, per_day: int) -> str:
+    if summary is not None:
+        return f"Signed in as **{summary.username}** · balance **{summary.balance}** credits"
+    return (f"Not signed in · **{allowance_left} of {per_day}** free images left today · "
+            "sign in for credits and a 7-day history")
+
+
+def generate_label(quote: Quote, signed_in: bool) -> str:
+    if not quote.affordable:
+        return "Generate · not enough " + ("credits" if signed_in else "free images left")
+    if signed_in:
+        return f"Generate · {quote.cost} credit{'s' if quote.cost != 1 else ''}"
+    return f"Generate · free ({quote.allowance_left} left today)"
+
+
+def history_table(images: Sequence[StoredImage]) -> pd.DataFrame:
+    rows = [
+        {
+            "prompt": i.prompt,
+            "size": f"{i.width}×{i.height}",
+            "steps": i.settings.get("steps"),
+            "guidance": i.settings.get("guidance"),
+            "seed": i.seed,
+            "created (UTC)": i.created_at.strftime("%Y-%m-%d %H:%M"),
+            "expires in": time_left(i.expires_at),
+            "id": i.id,
+        }
+        for i in images
+    ]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def history_choices(images: Sequence[StoredImage]) -> list[tuple[str, str]]:
+    return [(f"{i.prompt[:40]} · seed {i.seed} · {i.created_at:%H:%M:%S}", i.id) for i in images]
+
+
+def account_text(summary: AccountSummary) -> str:
+    return (f"**{summary.username}** · balance **{summary.balance}** credits · member since "
+            f"{summary.created_at:%Y-%m-%d}" + (f" · {summary.email}" if summary.email else ""))
+
+
+def ledger_table(entries: Sequence[LedgerEntry]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"time (UTC)": e.created_at.strftime("%Y-%m-%d %H:%M:%S"), "change": e.delta,
+          "balance": e.balance_after, "what": e.reason} for e in entries],
+        columns=LEDGER_COLUMNS,
+    )
+
+
+def stats_figures(s: UsageStats):
+    """The Stats tab: headline, images per day, time per request, outcomes, popular settings."""
+    if not s.requests:
+        empty = pd.DataFrame({"day": [], "images": []})
+        return ("No requests yet.", empty, pd.DataFrame({"measure": [], "seconds": []}),
+                pd.DataFrame({"cause": [], "requests": []}), pd.DataFrame())
+    day = s.by_day.copy()
+    day["day"] = day["day"].astype(str)
+    total_images = int(day["images"].sum())
+    errors = s.by_outcome[s.by_outcome["outcome"] != "ok"]
+    error_rate = float(errors["requests"].sum()) / s.requests
+    last = day.iloc[-1]
+    measures = {"p50_generation_s": "generation p50", "p95_generation_s": "generation p95",
+                "p50_total_s": "whole request p50"}
+    gen = pd.DataFrame([{"measure": label, "seconds": float(last[key] or 0.0)}
+                        for key, label in measures.items()])
+    causes = (s.by_outcome.groupby("outcome")["requests"].sum().reset_index()
+              .rename(columns={"outcome": "cause"}).sort_values("requests", ascending=False))
+    popular = (s.by_setting.sort_values("requests", ascending=False)
+               [["mode", "aspect_ratio", "steps", "requests", "images", "error_rate"]].head(10))
+    numbers = (
+        f"**{s.requests}** requests · **{total_images}** images · error rate **{error_rate:.0%}** · "
+        f"today p50 **{(last['p50_generation_s'] or 0):.2f} s**, p95 "
+        f"**{(last['p95_generation_s'] or 0):.2f} s** generation time. Anonymous aggregates only."
+    )
+    return numbers, day[["day", "images"]], gen, causes, popular

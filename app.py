@@ -1,7 +1,7 @@
 """Nanobanana as a Hugging Face Space (or locally): `python app.py`, then open http://127.0.0.1:7860.
 
 Configuration: configs/ui.yaml (the app), configs/service.yaml (credits, storage, privacy) and
-configs/app.yaml (the model), each overridable from the environment (see README).
+configs/generation.yaml (the model), each overridable from the environment (see README).
 """
 
 import logging

@@ -258,11 +258,11 @@ def header(results: Path) -> list[Block]:
             {"item": "python", "value": env["python"]},
             *({"item": p, "value": versions.get(p)} for p in ("torch", "diffusers", "transformers", "gradio")),
             {"item": "git commit", "value": env["git_commit"]},
-            {"item": "configured model (configs/app.yaml)", "value": config.model.name},
+            {"item": "configured model (configs/generation.yaml)", "value": config.model.name},
         ])),
         ("h3", "Models the results ran on"),
         ("table", pd.DataFrame(model_rows)),
-        ("h3", "App limits (configs/app.yaml)"),
+        ("h3", "Generation limits (configs/generation.yaml)"),
         ("table", pd.DataFrame([{"limit": k, "value": ", ".join(v) if isinstance(v, list) else v}
                                 for k, v in limits.items()])),
         ("p", "Each section's own command line and the date and load it ran under are in its `summary.json`. "

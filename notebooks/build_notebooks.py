@@ -66,7 +66,7 @@ QUICKSTART = [
 
 Everything here calls the same functions as the app: `nanobanana.generation.Generator` (one typed
 `GenerationRequest` in, one `GenerationResult` out) and the service `nanobanana.service.studio` (the app's request
-path: credits, safety filters, storage). The model is the configured default (`configs/app.yaml`, or
+path: credits, safety filters, storage). The model is the configured default (`configs/generation.yaml`, or
 `NANOBANANA_MODEL`). With `tiny-random` (random weights) the pictures are noise: this notebook then shows
 the mechanics, not quality."""),
     new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),

@@ -171,7 +171,7 @@ def test_kontext_config_names_its_edit_pipeline():
 
 def test_env_override_picks_another_model_and_limits():
     config = load_generation_config(
-        environ={"NANOBANANA_MODEL": "sdxl-turbo", "NANOBANANA_APP__LIMITS__MAX_IMAGES": "2"}
+        environ={"NANOBANANA_MODEL": "sdxl-turbo", "NANOBANANA_GENERATION__LIMITS__MAX_IMAGES": "2"}
     )
     assert config.model.name == "sdxl-turbo" and config.limits.max_images == 2
 

@@ -92,6 +92,32 @@ def test_signed_in_generate_charges_credits(app, signed_in):
     assert ledger["data"][-1][1] == -2
 
 
+class CountingTokenizer:
+    """Stands in for the model's tokenizer and counts the calls our planning makes (it asks for the
+    ids without special tokens; the pipeline's own encoding does not)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.plans = 0
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("add_special_tokens") is False:
+            self.plans += 1
+        return self.real(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_one_generate_click_plans_the_request_once(app, monkeypatch):
+    pipe = app.studio.services.generator.load().base
+    counting = CountingTokenizer(pipe.tokenizer)
+    monkeypatch.setattr(pipe, "tokenizer", counting)
+    gallery = generate(client(app, session_cookie(app.url)), seed=5)[0]
+    assert len(gallery) == 1
+    assert counting.plans == 1  # the prompt is fitted once; the quote that follows tokenises nothing
+
+
 def test_blocked_prompt_is_refused_readably_and_not_charged(app, signed_in):
     c = client(app, signed_in)
     before = c.predict(api_name="/account")[0]
@@ -233,28 +259,3 @@ def test_export_then_delete_account_signs_out_of_everything(app):
     assert app.studio.services.accounts.find_by_provider("local", "local-dev") is None
     assert fetch(c, export["url"]).status_code == 404
 
-
-class CountingTokenizer:
-    """Stands in for the model's tokenizer and counts the calls our planning makes (it asks for the
-    ids without special tokens; the pipeline's own encoding does not)."""
-
-    def __init__(self, real):
-        self.real = real
-        self.plans = 0
-
-    def __call__(self, *args, **kwargs):
-        if kwargs.get("add_special_tokens") is False:
-            self.plans += 1
-        return self.real(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-
-def test_one_generate_click_plans_the_request_once(app, monkeypatch):
-    pipe = app.studio.services.generator.load().base
-    counting = CountingTokenizer(pipe.tokenizer)
-    monkeypatch.setattr(pipe, "tokenizer", counting)
-    gallery = generate(client(app, session_cookie(app.url)), seed=5)[0]
-    assert len(gallery) == 1
-    assert counting.plans == 1  # the prompt is fitted once; the quote that follows tokenises nothing

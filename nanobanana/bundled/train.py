@@ -79,6 +79,17 @@ class Settings:
     fast: bool
 
 
+def _resume_vae(ckpt: Path, vae: torch.nn.Module, opt: torch.optim.Optimizer, phase: str) -> int:
+    """Load a phase's checkpoint into the VAE and its optimiser; returns the step to go on from (0: none)."""
+    if not ckpt.exists():
+        return 0
+    state = torch.load(ckpt, weights_only=False)
+    vae.load_state_dict(state["vae"])
+    opt.load_state_dict(state["opt"])
+    _log(f"{phase}: resumed from step {state['step']}")
+    return state["step"]
+
+
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -114,13 +125,7 @@ def train_vae(vae, s: Settings, size: int) -> None:
     """Reconstruction (MSE + L1) with a tiny KL term, on fresh renders every step; resumable."""
     ckpt = s.work / "vae_ckpt.pt"
     opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
-    start = 0
-    if s.resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        vae.load_state_dict(state["vae"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-        _log(f"vae: resumed from step {start}")
+    start = _resume_vae(ckpt, vae, opt, "vae") if s.resume else 0
     vae.train()
     t0, last_ckpt, seen, running = time.time(), time.time(), 0, []
     for step in range(start, s.vae_steps):
@@ -169,13 +174,7 @@ def finetune_decoder(vae, s: Settings, size: int) -> None:
     ckpt = s.work / "decoder_ckpt.pt"
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(params, lr=s.decoder_lr, weight_decay=0.0)
-    start = 0
-    if s.resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        vae.load_state_dict(state["vae"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-        _log(f"decoder: resumed from step {start}")
+    start = _resume_vae(ckpt, vae, opt, "decoder") if s.resume else 0
     vae.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)

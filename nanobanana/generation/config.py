@@ -1,6 +1,6 @@
 """Which model to load and how, plus the limits every request is checked against.
 
-`configs/app.yaml` names the model (`model:`) and holds `limits:`; `configs/models/<name>.yaml` describes
+`configs/generation.yaml` names the model (`model:`) and holds `limits:`; `configs/models/<name>.yaml` describes
 one model. `NANOBANANA_MODEL` overrides the choice with a config name, a YAML path, a local diffusers
 folder or a hub id (a folder or hub id gets the defaults below).
 """
@@ -92,7 +92,7 @@ class Limits(BaseModel):
     upload_formats: list[str] = Field(default_factory=lambda: ["PNG", "JPEG", "WEBP"])
 
 
-class AppGenerationConfig(BaseModel):
+class GenerationFileConfig(BaseModel):
     model: str = "bundled"
     limits: Limits = Field(default_factory=Limits)
 
@@ -124,6 +124,6 @@ def model_config_from_reference(reference: str, directory: Path | None = None) -
 
 def load_generation_config(environ: Mapping[str, str] | None = None, directory: Path | None = None) -> GenerationConfig:
     environ = os.environ if environ is None else environ
-    app = load_section("app", AppGenerationConfig, environ=environ, directory=directory)
+    app = load_section("generation", GenerationFileConfig, environ=environ, directory=directory)
     reference = environ.get("NANOBANANA_MODEL") or app.model
     return GenerationConfig(model=model_config_from_reference(reference, directory), limits=app.limits)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -28,12 +28,14 @@ from nanobanana.generation import AspectSize, GenerationRequest, GenerationResul
 from nanobanana.safety.gate import all_blocked_error
 from nanobanana.service.accounts import Account, AccountSummary, Identity, OAuthProfileData
 from nanobanana.service.announcements import Announcement
-from nanobanana.service.build import Services
 from nanobanana.service.images import StoredImage, SweepReport
 from nanobanana.service.ledger import LedgerEntry
 from nanobanana.service.payment import AllowancePayer, CreditsPayer, Payer, Quote, Reservation
 from nanobanana.service.policy import policy_markdown
 from nanobanana.service.usage import UsageEvent, UsageStats
+
+if TYPE_CHECKING:
+    from nanobanana.service.build import Services
 
 log = logging.getLogger(__name__)
 

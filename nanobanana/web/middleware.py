@@ -1,5 +1,6 @@
 """What every request passes before it reaches the page or a route: pure ASGI middleware, outermost first.
 
+- `VisitorCookie`: an opaque random id per browser, for the anonymous allowance and images.
 - `SecurityHeaders`: the usual response headers (nosniff, frame ancestors, referrer policy, HSTS over
   HTTPS) and a 404 for schema and docs routes nobody meant to publish.
 - `SameOriginOnly`: browsers attach cookies to cross-site requests, so a request whose `Origin` is another
@@ -18,6 +19,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import threading
 import time
 import urllib.parse
@@ -28,6 +30,7 @@ from typing import Any
 
 import itsdangerous
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 
 log = logging.getLogger(__name__)
@@ -441,3 +444,35 @@ class InputGuard:
             if not isinstance(path, str) or not self.registry.owned(path, keys):
                 return "A file in the request was not uploaded by you; upload it again."
         return None
+
+
+# -- the anonymous visitor ----------------------------------------------------------------------------
+VISITOR_MAX_AGE = 86400  # the anonymous allowance is per day
+
+
+class VisitorCookie:
+    """Give each browser an opaque random id (HttpOnly, a day long): anonymous visitors keep their
+    allowance and their images across page reloads. Pure ASGI, so streamed responses pass untouched."""
+
+    def __init__(self, app: Any, same_site: str = "lax") -> None:
+        self.app = app
+        self.same_site = same_site.capitalize()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or VISITOR_COOKIE in request_cookies(scope):
+            await self.app(scope, receive, send)
+            return
+        token = secrets.token_urlsafe(24)
+        # This request already counts as the new visitor.
+        scope["headers"] = [*scope.get("headers", []), (b"cookie", f"{VISITOR_COOKIE}={token}".encode())]
+        # Secure where the site is HTTPS; SameSite=None (which needs Secure) only inside a Space's iframe.
+        secure = "; Secure" if is_https(scope) or self.same_site == "None" else ""
+
+        async def send_with_cookie(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.append("set-cookie", f"{VISITOR_COOKIE}={token}; Path=/; Max-Age={VISITOR_MAX_AGE}; "
+                                             f"HttpOnly; SameSite={self.same_site}{secure}")
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)

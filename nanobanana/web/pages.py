@@ -1,46 +1,13 @@
-"""Small web pieces around the Gradio page: the anonymous visitor cookie, the policy page, redirects."""
+"""Small web pieces around the Gradio page: who the visitor is, the policy page, redirects."""
 
 from __future__ import annotations
 
 import html
 import importlib.util
-import secrets
 import urllib.parse
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
-
-from nanobanana.web.middleware import VISITOR_COOKIE, is_https, request_cookies
-
-VISITOR_MAX_AGE = 86400  # the anonymous allowance is per day
-
-
-class VisitorCookie:
-    """Give each browser an opaque random id (HttpOnly, a day long): anonymous visitors keep their
-    allowance and their images across page reloads. Pure ASGI, so streamed responses pass untouched."""
-
-    def __init__(self, app: Any, same_site: str = "lax") -> None:
-        self.app = app
-        self.same_site = same_site.capitalize()
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or VISITOR_COOKIE in request_cookies(scope):
-            await self.app(scope, receive, send)
-            return
-        token = secrets.token_urlsafe(24)
-        # This request already counts as the new visitor.
-        scope["headers"] = [*scope.get("headers", []), (b"cookie", f"{VISITOR_COOKIE}={token}".encode())]
-        # Secure where the site is HTTPS; SameSite=None (which needs Secure) only inside a Space's iframe.
-        secure = "; Secure" if is_https(scope) or self.same_site == "None" else ""
-
-        async def send_with_cookie(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.append("set-cookie", f"{VISITOR_COOKIE}={token}; Path=/; Max-Age={VISITOR_MAX_AGE}; "
-                                             f"HttpOnly; SameSite={self.same_site}{secure}")
-            await send(message)
-
-        await self.app(scope, receive, send_with_cookie)
+from nanobanana.web.middleware import VISITOR_COOKIE
 
 
 def visitor_id(request: Any) -> str | None:

@@ -14,13 +14,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.middleware.sessions import SessionMiddleware
 
 from nanobanana.service.studio import Studio
-from nanobanana.web import auth
-from nanobanana.web import middleware as web_guard
+from nanobanana.web import auth, middleware
 from nanobanana.web.config import UIConfig, load_ui_config
 from nanobanana.web.gradio_files import file_routes
 from nanobanana.web.handlers import GENERIC_ERROR
 from nanobanana.web.page import StudioUI
-from nanobanana.web.pages import mcp_available, render_policy_page, safe_target
+from nanobanana.web.routes import mcp_available, render_policy_page, safe_target
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +46,13 @@ def create_app(studio: Studio, config: UIConfig | None = None,
     # Each add_middleware wraps the ones before it: a request meets them from the last added to the first.
     app.add_middleware(SessionMiddleware, secret_key=auth.middleware_key(secret), max_age=session_seconds,
                        same_site=same_site, https_only=True)
-    app.add_middleware(web_guard.VisitorCookie, same_site=same_site)
-    app.add_middleware(web_guard.InputGuard, blocks=demo)
-    app.add_middleware(web_guard.SessionGuard, sessions=studio.sign_in_sessions, who=auth.session_person,
-                       codec=web_guard.SessionCodec(auth.middleware_key(secret), session_seconds),
+    app.add_middleware(middleware.VisitorCookie, same_site=same_site)
+    app.add_middleware(middleware.InputGuard, blocks=demo)
+    app.add_middleware(middleware.SessionGuard, sessions=studio.sign_in_sessions, who=auth.session_person,
+                       codec=middleware.SessionCodec(auth.middleware_key(secret), session_seconds),
                        same_site=same_site)
-    app.add_middleware(web_guard.SameOriginOnly, allowed_origins=config.allowed_origins(environ))
-    app.add_middleware(web_guard.SecurityHeaders, frame_ancestors=["https://huggingface.co"] if on_space else [])
+    app.add_middleware(middleware.SameOriginOnly, allowed_origins=config.allowed_origins(environ))
+    app.add_middleware(middleware.SecurityHeaders, frame_ancestors=["https://huggingface.co"] if on_space else [])
 
     @app.get("/metrics")
     def metrics() -> Response:

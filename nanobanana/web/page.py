@@ -22,7 +22,7 @@ from nanobanana.web import auth, presenters
 from nanobanana.web.config import UIConfig
 from nanobanana.web.gradio_files import linked_file, site_root, uploaded_images
 from nanobanana.web.handlers import handler, user_error
-from nanobanana.web.pages import visitor_id
+from nanobanana.web.routes import visitor_id
 
 
 class StudioUI:

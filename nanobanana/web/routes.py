@@ -1,4 +1,4 @@
-"""Small web pieces around the Gradio page: who the visitor is, the policy page, redirects."""
+"""Pieces of the plain routes around the page: the policy page, safe redirects, who the visitor is."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ check on every request that the caller owns the file and that it has not expired
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,8 +20,10 @@ from gradio import route_utils
 from gradio.data_classes import FileData
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
+from PIL import Image
 
 from nanobanana.errors import NanobananaError
+from nanobanana.generation import Limits, load_images
 from nanobanana.service.accounts import Identity
 from nanobanana.web import auth
 from nanobanana.web.middleware import VISITOR_COOKIE
@@ -60,6 +63,17 @@ def uploaded_images(**kwargs: Any) -> gr.File:
 
     component._process_single_file = process_single_file  # type: ignore[method-assign]
     return component
+
+
+def read_uploads(files: list[Any], limits: Limits, max_side: int) -> list[Image.Image]:
+    """Decode this request's uploads in memory under the limits (count, bytes, pixels; headers before
+    pixels), then delete Gradio's copies: raw uploads may carry EXIF metadata such as GPS positions."""
+    paths = [Path(getattr(f, "name", f)) for f in files]
+    try:
+        return load_images(paths, limits, max_side=max_side)
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
 
 
 def site_root(request: gr.Request) -> str:

@@ -15,12 +15,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from nanobanana.generation import GenerationRequest, Mode, load_images
+from nanobanana.generation import GenerationRequest, Mode
 from nanobanana.service.accounts import Identity
 from nanobanana.service.studio import Studio, StudioResult
 from nanobanana.web import auth, presenters
 from nanobanana.web.config import UIConfig
-from nanobanana.web.gradio_files import linked_file, site_root, uploaded_images
+from nanobanana.web.gradio_files import linked_file, read_uploads, site_root, uploaded_images
 from nanobanana.web.handlers import handler, user_error
 from nanobanana.web.routes import visitor_id
 
@@ -114,17 +114,9 @@ class StudioUI:
     def edit(self, files, instruction, strength, steps, seed, randomize, identity: Identity,
              request: gr.Request, progress=gr.Progress()):
         """Edit uploaded images: the result gallery, a note and the header."""
-        paths = [getattr(f, "name", f) for f in (files or [])]
-        if not paths:
+        if not files:
             raise gr.Error("Upload at least one image to edit.")
-        try:
-            # Decoded in memory under the configured limits (count, bytes, pixels; headers before pixels).
-            # Gradio wrote the raw uploads (with any EXIF metadata, e.g. GPS) to its upload folder:
-            # remove them as soon as they are read.
-            pictures = load_images([Path(p) for p in paths], self.info.limits, max_side=self.max_input_side)
-        finally:
-            for p in paths:
-                Path(p).unlink(missing_ok=True)
+        pictures = read_uploads(files, self.info.limits, max_side=self.max_input_side)
         req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
                             mode=Mode.EDIT, images=pictures, strength=strength)
         result, gallery = self._run(req, identity, request, progress)

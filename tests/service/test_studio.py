@@ -1,8 +1,5 @@
 """The request path: validate → reserve → prompt safety → generate → image safety → store → usage → settle."""
 
-# Fixtures are imported from tests/service_fixtures.py by name, which pyflakes reads as redefinitions.
-# ruff: noqa: F401, F811
-
 from __future__ import annotations
 
 import io
@@ -28,21 +25,8 @@ from nanobanana.errors import (
 from nanobanana.generation import Mode
 from nanobanana.service.accounts import Identity, OAuthProfileData
 from nanobanana.service.db import images, ledger, usage
-from tests.service_fixtures import (
-    BLOCK_WORD,
-    FastGenerator,
-    all_rows,
-    data_dir,
-    database_url,
-    fast_generator,
-    files_under,
-    make_studio,
-    postgres_url,
-    real_studio,
-    request,
-    studio,
-    word_filter,
-)
+from tests.fakes import BLOCK_WORD
+from tests.helpers import all_rows, files_under, make_studio, request
 
 MARIA = OAuthProfileData("huggingface", "1001", "maria", "maria@example.org")
 

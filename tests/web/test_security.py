@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from ui_fixtures import free_port
 
 from nanobanana.config import REPO_ROOT
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 ALLOWANCE = 8
@@ -443,7 +443,7 @@ def test_forged_forwarded_addresses_do_not_multiply_the_free_allowance(live):
 # -- in-process checks (the same app, through its ASGI interface) ------------------------------------------
 @pytest.fixture(scope="module")
 def in_process(generator, tmp_path_factory):
-    from ui_fixtures import Server, build_test_app
+    from tests.helpers import Server, build_test_app
 
     studio, web = build_test_app(generator, tmp_path_factory.mktemp("security-in-process"), allowance=5)
     with Server(web) as server:

@@ -13,9 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from ui_fixtures import Server, build_test_app
 
 from nanobanana.config import REPO_ROOT
+from tests.helpers import Server, build_test_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "ui"
@@ -145,7 +145,7 @@ def test_too_little_allowance_is_explained_before_the_click(page):
 
 
 def test_a_refused_prompt_shows_a_readable_message(page):
-    from ui_fixtures import BLOCKED_WORD
+    from tests.fakes import BLOCKED_WORD
 
     page.get_by_role("button", name="Sign in with Hugging Face").click()
     page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Signed in as')")

@@ -3,9 +3,6 @@
 Runs on SQLite and (marked `postgres`) on PostgreSQL.
 """
 
-# Fixtures are imported from tests/service_fixtures.py by name, which pyflakes reads as redefinitions.
-# ruff: noqa: F401, F811
-
 from __future__ import annotations
 
 import os
@@ -20,7 +17,7 @@ from nanobanana.service.accounts import Identity
 from nanobanana.service.config import StorageConfig
 from nanobanana.service.db import Database, utcnow
 from nanobanana.service.images import ORPHAN_GRACE_SECONDS, ImageStore
-from tests.service_fixtures import data_dir, database_url, files_under, postgres_url
+from tests.helpers import files_under
 
 ALICE = Identity.account("a" * 32)
 BOB = Identity.account("b" * 32)

@@ -1,8 +1,5 @@
 """Service updates reach opted-in account holders only: in the app, and by e-mail when SMTP is configured."""
 
-# Fixtures are imported from tests/service_fixtures.py by name, which pyflakes reads as redefinitions.
-# ruff: noqa: F401, F811
-
 from __future__ import annotations
 
 import socket
@@ -12,7 +9,7 @@ import pytest
 
 from nanobanana.errors import AnnouncementError
 from nanobanana.service.accounts import Identity, OAuthProfileData
-from tests.service_fixtures import data_dir, fast_generator, make_studio, studio, word_filter
+from tests.helpers import make_studio
 
 
 class Inbox:

@@ -1,8 +1,5 @@
 """Anonymous usage statistics: aggregates by day, by setting and by outcome; replicas share one schema."""
 
-# Fixtures are imported from tests/service_fixtures.py by name, which pyflakes reads as redefinitions.
-# ruff: noqa: F401, F811
-
 from __future__ import annotations
 
 import os
@@ -14,16 +11,7 @@ import pytest
 from nanobanana.config import REPO_ROOT
 from nanobanana.service.accounts import Identity
 from nanobanana.service.db import Database
-from tests.service_fixtures import (
-    data_dir,
-    database_url,
-    fast_generator,
-    head_revision,
-    postgres_url,
-    request,
-    studio,
-    word_filter,
-)
+from tests.helpers import head_revision, request
 
 
 def test_stats_count_requests_error_rates_and_generation_times_by_day_setting_and_outcome(studio):

@@ -3,9 +3,6 @@
 Runs on SQLite and (marked `postgres`) on PostgreSQL.
 """
 
-# Fixtures are imported from tests/service_fixtures.py by name, which pyflakes reads as redefinitions.
-# ruff: noqa: F401, F811
-
 from __future__ import annotations
 
 import threading
@@ -19,7 +16,7 @@ from nanobanana.service.accounts import Accounts, OAuthProfileData
 from nanobanana.service.config import CreditsConfig
 from nanobanana.service.db import Database
 from nanobanana.service.ledger import CostRule, Ledger
-from tests.service_fixtures import data_dir, database_url, head_revision, postgres_url
+from tests.helpers import head_revision
 
 
 @pytest.fixture

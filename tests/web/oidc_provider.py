@@ -1,121 +1,23 @@
-"""Helpers for the UI tests: a test safety filter, the app on a free port, and a small OpenID provider.
+"""A small OpenID Connect provider for the sign-in tests.
 
-The provider is a real OAuth2 authorization-code + OpenID Connect server on 127.0.0.1 (RS256 id_tokens
-signed with joserfc, discovery, JWKS, userinfo and a GitHub-style /user API): the app's authlib client
-talks to it over HTTP exactly as it would to Google or GitHub.
+A real OAuth2 authorization-code + OpenID Connect server on 127.0.0.1 (RS256 id_tokens signed with
+joserfc, discovery, JWKS, userinfo and a GitHub-style /user API): the app's authlib client talks to it
+over HTTP exactly as it would to Google or GitHub. Serve `OpenIDProvider().app(issuer)` with
+`tests.helpers.Server`.
 """
 
 from __future__ import annotations
 
 import secrets
-import socket
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 # Module level: FastAPI resolves the provider's (string) annotations against these globals.
 from fastapi import FastAPI, Form, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from nanobanana.safety import Verdict
 
-BLOCKED_WORD = "forbiddenword"
-BLOCKED_COLOUR = (255, 0, 255)  # an image whose corner pixel is exactly this is refused
-
-
-
-
-class WordFilter:
-    """A test safety filter: refuses prompts with BLOCKED_WORD, images with a BLOCKED_COLOUR corner."""
-
-    def check_prompt(self, text: str) -> Verdict:
-        if BLOCKED_WORD in text.lower():
-            reason = f"This prompt was refused: it contains the test word {BLOCKED_WORD!r}."
-            return Verdict.block("test", 1.0, reason)
-        return Verdict.allow()
-
-    def check_image(self, image: Any) -> Verdict:
-        if image.convert("RGB").getpixel((0, 0)) == BLOCKED_COLOUR:
-            return Verdict.block("test", 1.0, "This image was refused by the (test) image filter.")
-        return Verdict.allow()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """An ASGI app served by uvicorn in a daemon thread on 127.0.0.1."""
-
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        import uvicorn
-
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.time() + 60
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-def build_test_app(generator, data_dir: Path, *, allowance: int = 3, signup_grant: int = 50,
-                   ui_overrides: dict[str, Any] | None = None):
-    """A studio on `generator` with a temp data folder and the test filter, and the app around it."""
-    from nanobanana.service.build import build_studio
-    from nanobanana.web.app import create_app
-    from nanobanana.web.config import load_ui_config
-
-    environ = {
-        "NANOBANANA_SERVICE__ALLOWANCE__ANONYMOUS_IMAGES_PER_DAY": str(allowance),
-        "NANOBANANA_SERVICE__CREDITS__SIGNUP_GRANT": str(signup_grant),
-        "HF_HUB_OFFLINE": "1",
-    }
-    studio = build_studio(environ, generator=generator, safety=WordFilter(), data_dir=data_dir,
-                          start_sweeper=False)
-    config = load_ui_config({}).model_copy(update=ui_overrides or {})
-    return studio, create_app(studio, config, environ)
-
-
-def session_cookie(base_url: str, path: str = "/login/huggingface") -> str:
-    """Sign in through a login route (following redirects by hand) and return the `session` cookie value.
-
-    The cookie is marked Secure, so httpx would not send it back over http: it is carried explicitly.
-    """
-    import httpx
-
-    cookies: dict[str, str] = {}
-    url = base_url + path
-    with httpx.Client(follow_redirects=False, timeout=30) as client:
-        for _ in range(10):
-            header = "; ".join(f"{k}={v}" for k, v in cookies.items())
-            response = client.get(url, headers={"Cookie": header} if header else {})
-            for raw in response.headers.get_list("set-cookie"):
-                name, _, rest = raw.partition("=")
-                cookies[name.strip()] = rest.split(";")[0]
-            if response.status_code not in (301, 302, 303, 307, 308):
-                break
-            url = urllib.parse.urljoin(url, response.headers["location"])
-    return cookies["session"]
-
-
-# -- a small OpenID Connect provider ----------------------------------------------------------------
 @dataclass
 class ProviderUser:
     sub: str = "g-1001"

@@ -1,5 +1,5 @@
 """Sign-in: the local development login, and Google/GitHub sign-in run end to end against a small
-OpenID Connect provider on 127.0.0.1 (see `ui_fixtures.OpenIDProvider`), plus start-up offline."""
+OpenID Connect provider on 127.0.0.1 (see `tests/web/oidc_provider.py`), plus start-up offline."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import urllib.parse
 
 import httpx
 import pytest
-from ui_fixtures import OpenIDProvider, Server, build_test_app, free_port, session_cookie
 
 from nanobanana.config import REPO_ROOT
 from nanobanana.web.config import OAuthProviders, ProviderConfig
+from tests.helpers import Server, build_test_app, free_port, session_cookie
+from tests.web.oidc_provider import OpenIDProvider
 
 pytestmark = pytest.mark.slow
 SECRET = "test-session-secret"

@@ -1,8 +1,5 @@
 """Privacy rights and promises: export, deletion, anonymous usage rows, the policy page, service updates."""
 
-# Fixtures are imported from tests/service_fixtures.py by name, which pyflakes reads as redefinitions.
-# ruff: noqa: F401, F811
-
 from __future__ import annotations
 
 import asyncio
@@ -15,22 +12,11 @@ import zipfile
 from datetime import timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from nanobanana.service.accounts import Identity, OAuthProfileData
 from nanobanana.service.build import build_studio
 from nanobanana.service.db import images, utcnow
-from tests.service_fixtures import (
-    all_rows,
-    data_dir,
-    fast_generator,
-    files_under,
-    make_studio,
-    request,
-    service_config,
-    studio,
-    word_filter,
-)
+from tests.helpers import all_rows, files_under, make_studio, request, service_config
 
 ZELDA = OAuthProfileData("huggingface", "hf-777123", "zelda-quokka", "zelda.quokka@example.org")
 PROMPT = "a periwinkle dodecahedron"

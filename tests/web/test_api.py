@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from ui_fixtures import BLOCKED_COLOUR, BLOCKED_WORD, Server, build_test_app, session_cookie
 
 from nanobanana.web.app import GENERIC_ERROR
+from tests.fakes import BLOCKED_COLOUR, BLOCKED_WORD
+from tests.helpers import Server, build_test_app, session_cookie
 
 pytestmark = pytest.mark.slow
 ALLOWANCE = 3  # anonymous images a day; every anonymous caller here shares 127.0.0.1's count

@@ -196,8 +196,8 @@ class StudioUI:
 
     @handler
     def delete_account(self, confirm_text, identity: Identity):
-        if (confirm_text or "").strip().upper() != "DELETE":
-            raise gr.Error("Type DELETE in the box to confirm.")
+        if (confirm_text or "").strip() != "DELETE":
+            raise gr.Error("Type DELETE (in capitals) in the box to confirm.")
         if not identity.is_account:
             raise gr.Error("Sign in first: there is no account to delete.")
         self.studio.delete_account(identity)
@@ -245,7 +245,7 @@ class StudioUI:
                         num_images = gr.Slider(1, self.info.limits.max_images, value=1, step=1,
                                                label="Number of images")
                     with gr.Accordion("Advanced", open=False):
-                        negative = gr.Textbox(label="Negative prompt", placeholder="What to avoid",
+                        negative = gr.Textbox("", label="Negative prompt", placeholder="What to avoid",
                                               visible=model.supports_negative_prompt)
                         with gr.Row():
                             steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,

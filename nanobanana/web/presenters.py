@@ -73,9 +73,10 @@ def account_text(summary: AccountSummary) -> str:
 
 
 def ledger_table(entries: Sequence[LedgerEntry]) -> pd.DataFrame:
+    """The credit history, newest first."""
     return pd.DataFrame(
         [{"time (UTC)": e.created_at.strftime("%Y-%m-%d %H:%M:%S"), "change": e.delta,
-          "balance": e.balance_after, "what": e.reason} for e in entries],
+          "balance": e.balance_after, "what": e.reason} for e in reversed(entries)],
         columns=LEDGER_COLUMNS,
     )
 

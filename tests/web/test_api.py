@@ -57,6 +57,11 @@ def test_every_action_has_a_named_endpoint(app):
             "/account", "/set_updates_opt_in", "/export", "/delete_account", "/stats"} <= names
 
 
+def test_only_the_prompt_is_required_from_scripts(app):
+    gallery = client(app).predict("a red circle", api_name="/generate")[0]
+    assert len(gallery) == 1
+
+
 def test_anonymous_generate_returns_the_image_and_its_seed(app):
     gallery, info, seed, header, note = generate(client(app), seed=1234)  # (the button is not an API output)
     assert len(gallery) == 1 and gallery[0]["caption"] == "seed 1234"
@@ -90,7 +95,7 @@ def test_signed_in_generate_charges_credits(app, signed_in):
     balance_before = int(before.split("balance **")[1].split("**")[0])
     assert f"balance **{balance_before - 2}**" in header
     ledger = c.predict(api_name="/account")[1]
-    assert ledger["data"][-1][1] == -2
+    assert ledger["data"][0][1] == -2  # newest first
 
 
 class CountingTokenizer:
@@ -256,6 +261,8 @@ def test_export_then_delete_account_signs_out_of_everything(app):
     assert "profile.json" in names
     with pytest.raises(Exception, match="DELETE"):
         c.predict("no", api_name="/delete_account")
+    with pytest.raises(Exception, match="in capitals"):
+        c.predict("delete", api_name="/delete_account")
     assert "deleted" in c.predict("DELETE", api_name="/delete_account")
     assert app.studio.services.accounts.find_by_provider("local", "local-dev") is None
     assert fetch(c, export["url"]).status_code == 404

@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.parse
 from base64 import b64decode, b64encode
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -267,22 +267,30 @@ class SessionGuard:
 
 # -- uploads ------------------------------------------------------------------------------------------
 class UploadRegistry:
-    """Paths Gradio stored for each client's uploads, for an hour (bounded in size)."""
+    """Paths Gradio stored for each client's uploads, for an hour. Bounded in all (`max_entries`) and
+    per client (`max_per_client`), so one client cannot push everyone else's uploads out."""
 
-    def __init__(self, ttl_seconds: float = 3600, max_entries: int = 20_000) -> None:
+    def __init__(self, ttl_seconds: float = 3600, max_entries: int = 100_000, max_per_client: int = 64) -> None:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
+        self.max_per_client = max_per_client
         self._lock = threading.Lock()
         self._paths: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._by_client: dict[str, deque[str]] = {}
 
     def add(self, paths: Iterable[str], keys: frozenset[str]) -> None:
         if not keys:  # nobody to tie them to: no call can use them anyway
             return
-        now = time.monotonic()
+        now, client = time.monotonic(), min(keys)
         with self._lock:
+            mine = self._by_client.setdefault(client, deque())
             for path in paths:
-                self._paths[path] = (now, keys)
-                self._paths.move_to_end(path)
+                # The same file uploaded by two clients lands on one path: both may use it.
+                known = self._paths.pop(path, (now, frozenset()))[1]
+                self._paths[path] = (now, known | keys)
+                mine.append(path)
+                if len(mine) > self.max_per_client:
+                    self._paths.pop(mine.popleft(), None)
             while len(self._paths) > self.max_entries:
                 self._paths.popitem(last=False)
 

@@ -490,3 +490,16 @@ def test_forwarded_headers_are_believed_only_from_configured_proxies():
     assert config.proxies({"FORWARDED_ALLOW_IPS": "10.1.2.3, 10.1.2.4"}) == ["10.1.2.3", "10.1.2.4"]
     listed = config.model_copy(update={"trusted_proxies": ["192.0.2.10"]})
     assert listed.proxies({"SYSTEM": "spaces"}) == ["192.0.2.10"]
+
+
+def test_one_client_cannot_push_out_other_clients_uploads():
+    from nanobanana.web.middleware import UploadRegistry
+
+    registry = UploadRegistry(max_entries=1000, max_per_client=3)
+    registry.add(["/up/mine.png"], frozenset({"nb_visitor:me"}))
+    for i in range(50):
+        registry.add([f"/up/flood-{i}.png"], frozenset({"nb_visitor:flooder"}))
+    assert registry.owned("/up/mine.png", frozenset({"nb_visitor:me"}))
+    assert not registry.owned("/up/flood-0.png", frozenset({"nb_visitor:flooder"}))  # its own oldest went
+    assert registry.owned("/up/flood-49.png", frozenset({"nb_visitor:flooder"}))
+    assert not registry.owned("/up/mine.png", frozenset({"nb_visitor:flooder"}))

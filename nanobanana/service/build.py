@@ -9,6 +9,7 @@ after construction.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from nanobanana.service.usage import UsageRecorder
 
 if TYPE_CHECKING:
     from nanobanana.service.studio import Studio
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,6 +101,10 @@ def build_studio(environ: Mapping[str, str] | None = None, *, start_sweeper: boo
     from nanobanana.service.studio import Studio
 
     studio = Studio(build_services(environ, **parts))
+    if studio.services.config.privacy.operator_unset:
+        log.warning("privacy.operator_name / privacy.contact are not set: the privacy policy names no "
+                    "operator and says so in a banner. Set them in configs/service.yaml or with "
+                    "NANOBANANA_SERVICE__PRIVACY__OPERATOR_NAME and NANOBANANA_SERVICE__PRIVACY__CONTACT.")
     studio.sweep()
     if start_sweeper:
         studio.start_sweeper()

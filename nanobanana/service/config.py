@@ -42,13 +42,22 @@ class StorageConfig(BaseModel):
     export_expiry_minutes: float = Field(60, gt=0)
 
 
+DEFAULT_OPERATOR = "the operator of this Nanobanana instance"
+DEFAULT_CONTACT = "privacy@example.org"
+
+
 class PrivacyConfig(BaseModel):
-    operator_name: str = "the operator of this Nanobanana instance"
-    contact: str = "privacy@example.org"
+    operator_name: str = DEFAULT_OPERATOR
+    contact: str = DEFAULT_CONTACT
     history_retention_days: float = Field(90, gt=0)
     sign_in_hours: float = Field(8, gt=0)  # a sign-in lasts this long, then the person signs in again
     closed_account_days: float = Field(30, ge=0)  # how long a deleted account's keyed hash is kept
     third_parties: list[str] = Field(default_factory=list)
+
+    @property
+    def operator_unset(self) -> bool:
+        """True while the operator's name or contact is still the placeholder: the policy names nobody."""
+        return self.operator_name == DEFAULT_OPERATOR or self.contact == DEFAULT_CONTACT
 
 
 class SmtpConfig(BaseModel):

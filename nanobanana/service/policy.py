@@ -6,6 +6,12 @@ from __future__ import annotations
 from nanobanana.service.config import ServiceConfig, analytics_enabled
 from nanobanana.service.ledger import CostRule
 
+UNSET_BANNER = (
+    "> **This instance has not named its operator yet.** Until `privacy.operator_name` and "
+    "`privacy.contact` are set (configs/service.yaml or NANOBANANA_SERVICE__PRIVACY__...), nobody is named "
+    "here as responsible for your data.\n\n"
+)
+
 
 def _hours(h: float) -> str:
     if h % 24 == 0 and h >= 24:
@@ -35,9 +41,10 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
     anonymous_limit = f"{storage.anonymous_max_images} images / {storage.anonymous_max_bytes / 1e6:g} MB"
     account_limit = f"{storage.account_max_images} images / {storage.account_max_bytes / 1e6:g} MB"
     email = "sent" if smtp.enabled else "not set up here, so updates appear only in the app"
+    banner = UNSET_BANNER if privacy.operator_unset else ""
     return f"""# Privacy policy
 
-This Nanobanana instance is run by {privacy.operator_name}. Questions and requests: {privacy.contact}.
+{banner}This Nanobanana instance is run by {privacy.operator_name}. Questions and requests: {privacy.contact}.
 
 ## What we store about you
 - **Without an account:** nothing about you. Your images, with the prompts and settings that made them,

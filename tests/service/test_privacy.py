@@ -145,6 +145,12 @@ def test_the_policy_states_the_configured_values(data_dir, fast_generator):
                      "dpo@quokka.example", "Quokka Labs", "Data shared with third parties: none",
                      "Analytics: off", "prompts are checked by a safety filter"]:
         assert expected in policy, expected
+    assert "has not named its operator" not in policy
+
+
+def test_until_the_operator_is_named_the_policy_says_so_in_a_banner(studio):
+    policy = studio.policy_markdown()
+    assert policy.splitlines()[2].startswith("> **This instance has not named its operator yet.**")
 
 
 def test_the_policy_says_when_analytics_email_or_a_filter_is_on_or_off(data_dir, fast_generator):

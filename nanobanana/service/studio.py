@@ -333,6 +333,10 @@ class Studio:
     def list_images(self, identity: Identity) -> list[StoredImage]:
         return self.services.images.list(identity)
 
+    def image(self, identity: Identity, image_id: str) -> StoredImage:
+        """One of this person's stored images; `ImageNotFound` for anything else."""
+        return self.services.images.get(identity, image_id)
+
     def image_path(self, identity: Identity, image_id: str) -> Path:
         """The file of one of this person's images; `ImageNotFound` for anything else."""
         return self.services.images.path(identity, image_id)

@@ -1,7 +1,8 @@
 """Files in and out of the page without Gradio's public cache.
 
 Gradio copies every file a handler returns into a cache that anyone holding the URL may read. Our stored
-images and zips instead go out as links to `/files/images/<id>.png` and `/files/exports/<name>.zip`, which
+images and zips instead go out as links to `/files/images/<id>/<name>.png` and `/files/exports/<file>/<name>.zip`
+(the last part is only the name a download gets), which
 check on every request that the caller owns the file and that it has not expired. Uploads come in through
 `uploaded_images`, which hands the handler Gradio's upload path (the handler decodes and deletes it).
 """
@@ -27,10 +28,12 @@ from nanobanana.generation import Limits, load_images
 from nanobanana.service.accounts import Identity
 from nanobanana.web import auth
 from nanobanana.web.middleware import VISITOR_COOKIE
+from nanobanana.web.presenters import download_name
 
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
-IMAGE_NAME = re.compile(r"([A-Za-z0-9_-]{8,64})\.png")
+IMAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 EXPORT_NAME = re.compile(r"[A-Za-z0-9_-]{8,120}\.zip")
+DOWNLOAD_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}\.(png|zip)")
 
 
 # Factories, not subclasses: Gradio writes a .pyi stub beside every module that subclasses a component.
@@ -99,28 +102,33 @@ def _not_found() -> Response:
                         headers=PRIVATE)
 
 
-def file_routes(app: FastAPI, studio: Any) -> None:
-    """`/files/images/<id>.png` and `/files/exports/<name>.zip`, for their owner only (404 for anyone else,
-    so ids do not leak), as attachments that no cache keeps."""
+def image_link(root: str, image: Any) -> str:
+    """Where one stored image is served, named for a download by its prompt and seed."""
+    return f"{root}/files/images/{image.id}/{download_name(image.prompt, image.seed)}"
 
-    @app.get("/files/images/{name}")
-    def image_file(name: str, request: Request) -> Response:
-        match = IMAGE_NAME.fullmatch(name)
+
+def file_routes(app: FastAPI, studio: Any) -> None:
+    """`/files/images/<id>/<name>.png` and `/files/exports/<file>/<name>.zip`, for their owner only (404
+    for anyone else, so ids do not leak), with headers that keep every cache from storing them."""
+
+    @app.get("/files/images/{image_id}/{download_as}")
+    def image_file(image_id: str, download_as: str, request: Request) -> Response:
         identity = request_identity(studio, request)
-        if not match or identity is None:
+        if not IMAGE_ID.fullmatch(image_id) or not DOWNLOAD_NAME.fullmatch(download_as) or identity is None:
             return _not_found()
         try:
-            path = studio.image_path(identity, match.group(1))
+            path = studio.image_path(identity, image_id)
         except NanobananaError:
             return _not_found()
-        return FileResponse(path, media_type="image/png", headers=PRIVATE)
+        return FileResponse(path, media_type="image/png", headers=PRIVATE, filename=download_as,
+                            content_disposition_type="inline")
 
-    @app.get("/files/exports/{name}")
-    def export_file(name: str, request: Request) -> Response:
+    @app.get("/files/exports/{name}/{download_as}")
+    def export_file(name: str, download_as: str, request: Request) -> Response:
         identity = request_identity(studio, request)
-        if not EXPORT_NAME.fullmatch(name) or identity is None:
+        if not EXPORT_NAME.fullmatch(name) or not DOWNLOAD_NAME.fullmatch(download_as) or identity is None:
             return _not_found()
         path = studio.export_path(identity, name)
         if path is None:
             return _not_found()
-        return FileResponse(path, media_type="application/zip", filename=name, headers=PRIVATE)
+        return FileResponse(path, media_type="application/zip", filename=download_as, headers=PRIVATE)

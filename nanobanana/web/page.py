@@ -20,7 +20,7 @@ from nanobanana.service.accounts import Identity
 from nanobanana.service.studio import Studio, StudioResult
 from nanobanana.web import auth, presenters
 from nanobanana.web.config import UIConfig
-from nanobanana.web.gradio_files import linked_file, read_uploads, site_root, uploaded_images
+from nanobanana.web.gradio_files import image_link, linked_file, read_uploads, site_root, uploaded_images
 from nanobanana.web.handlers import handler, user_error
 from nanobanana.web.routes import visitor_id
 
@@ -107,7 +107,7 @@ class StudioUI:
     @staticmethod
     def _gallery(request: gr.Request, images) -> list[tuple[str, str]]:
         root = site_root(request)
-        return [(f"{root}/files/images/{image.id}.png", f"seed {image.seed}") for image in images]
+        return [(image_link(root, image), f"seed {image.seed}") for image in images]
 
     # -- edit ---------------------------------------------------------------------------------------
     @handler
@@ -145,18 +145,18 @@ class StudioUI:
     def download_image(self, image_id, identity: Identity, request: gr.Request):
         if not image_id:
             raise gr.Error("Choose an image first.")
-        path = self.studio.image_path(identity, image_id)  # mine, and not expired
-        return f"{site_root(request)}/files/images/{image_id}.png", path.stat().st_size
+        image = self.studio.image(identity, image_id)  # mine, and not expired
+        return image_link(site_root(request), image), image.bytes
 
     @handler
     def download_all(self, identity: Identity, request: gr.Request):
         if not self.studio.list_images(identity):
             raise gr.Error("You have no stored images to download.")
-        return self._export_link(request, self.studio.images_zip(identity))
+        return self._export_link(request, self.studio.images_zip(identity), presenters.zip_name("images"))
 
     @staticmethod
-    def _export_link(request: gr.Request, path: Path) -> tuple[str, int]:
-        return f"{site_root(request)}/files/exports/{path.name}", path.stat().st_size
+    def _export_link(request: gr.Request, path: Path, download_as: str) -> tuple[str, int]:
+        return f"{site_root(request)}/files/exports/{path.name}/{download_as}", path.stat().st_size
 
     @handler
     def delete_image(self, image_id, identity: Identity, request: gr.Request):
@@ -192,7 +192,7 @@ class StudioUI:
 
     @handler
     def export(self, identity: Identity, request: gr.Request):
-        return self._export_link(request, self.studio.export(identity))
+        return self._export_link(request, self.studio.export(identity), presenters.zip_name("my-data"))
 
     @handler
     def delete_account(self, confirm_text, identity: Identity):
@@ -213,7 +213,7 @@ class StudioUI:
     # -- layout -------------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
         config, model = self.config, self.info
-        ratio_choices = [(s.label, s.ratio) for s in model.sizes]
+        ratio_choices = presenters.ratio_choices(model.sizes)
         schedulers = [("Model default", "")] + [(name, name) for name in model.schedulers]
         defaults = model.defaults
         providers = auth.enabled_providers(config)

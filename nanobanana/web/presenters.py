@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
 
+from nanobanana.generation import AspectSize
 from nanobanana.service.accounts import AccountSummary
 from nanobanana.service.images import StoredImage
 from nanobanana.service.ledger import LedgerEntry
@@ -15,6 +17,28 @@ from nanobanana.service.usage import UsageStats
 
 HISTORY_COLUMNS = ["prompt", "size", "steps", "guidance", "seed", "created (UTC)", "expires in", "id"]
 LEDGER_COLUMNS = ["time (UTC)", "change", "balance", "what"]
+
+
+def ratio_choices(sizes: Sequence[AspectSize]) -> list[tuple[str, str]]:
+    """The aspect-ratio dropdown: "16:9 · 1344×768"; presets that land on the same size say so."""
+    first: dict[tuple[int, int], str] = {}
+    choices = []
+    for size in sizes:
+        same = first.setdefault((size.width, size.height), size.ratio)
+        label = size.label if same == size.ratio else f"{size.label} (same size as {same})"
+        choices.append((label, size.ratio))
+    return choices
+
+
+def download_name(prompt: str, seed: int) -> str:
+    """A file name a person recognises: "a-red-circle-seed42.png" (settings stay out of the file)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:50].rstrip("-") or "image"
+    return f"{slug}-seed{seed}.png"
+
+
+def zip_name(what: str, when: datetime | None = None) -> str:
+    """"nanobanana-images-2026-12-02.zip" and the like."""
+    return f"nanobanana-{what}-{(when or datetime.now(UTC)):%Y-%m-%d}.zip"
 
 
 def time_left(until: datetime, now: datetime | None = None) -> str:

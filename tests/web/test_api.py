@@ -6,6 +6,7 @@ One app (tiny model, temp data folder, a word-list safety filter) serves the who
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -182,8 +183,12 @@ def test_history_lists_downloads_zips_and_deletes_my_images(app, tmp_path):
     assert len(gallery) >= 1 and table["headers"][0] == "prompt"
     image_id = choice["value"]
     one = c.predict(image_id, api_name="/download_image")
-    assert fetch(c, one["url"]).content.startswith(b"\x89PNG")
+    image = fetch(c, one["url"])
+    assert image.content.startswith(b"\x89PNG") and one["size"] == len(image.content)
+    # Named by prompt and seed, not by a random id; shown inline (the same link is the gallery's image).
+    assert re.fullmatch(r'inline; filename="a-[a-z0-9-]+-seed\d+\.png"', image.headers["content-disposition"])
     archive = c.predict(api_name="/download_all")
+    assert re.fullmatch(r"nanobanana-images-\d{4}-\d{2}-\d{2}\.zip", archive["orig_name"])
     names = zipfile.ZipFile(io.BytesIO(fetch(c, archive["url"]).content)).namelist()
     assert f"images/{image_id}.png" in names
     after = c.predict(image_id, api_name="/delete_image")[1]

@@ -64,6 +64,7 @@ class StudioInfo:
     sizes: list[AspectSize]
     schedulers: list[str]
     limits: Limits
+    max_prompt_tokens: int | None  # what the text encoder reads (minus its begin/end markers); None: no limit
     max_steps: int
     defaults: Any  # the model's default settings (steps, guidance, strength, aspect ratio)
     supports_negative_prompt: bool
@@ -254,9 +255,11 @@ class Studio:
     def info(self) -> StudioInfo:
         s = self.services
         model = s.generator.config.model
+        tokens = s.generator.load().max_prompt_tokens
         return StudioInfo(
             model_id=s.generator.model_id, model_name=model.name, sizes=s.generator.sizes(),
             schedulers=s.generator.schedulers(), limits=s.generator.config.limits, max_steps=model.max_steps,
+            max_prompt_tokens=tokens - 2 if tokens else None,  # as plan.fit_prompt counts them
             defaults=model.defaults, supports_negative_prompt=model.supports_negative_prompt,
             supports_guidance=model.supports_guidance,
             anonymous_expiry_hours=s.config.storage.anonymous_expiry_hours,

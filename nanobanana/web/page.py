@@ -237,7 +237,8 @@ class StudioUI:
                     with gr.Row():
                         prompt = gr.Textbox(label="Prompt", placeholder="Describe the image; press Enter",
                                             lines=1, max_lines=4, scale=4, elem_id="nb-prompt",
-                                            max_length=self.info.limits.max_prompt_chars)
+                                            max_length=self.info.limits.max_prompt_chars,
+                                            info=presenters.prompt_limits(self.info))
                         run = gr.Button("Generate", variant="primary", scale=1, elem_id="nb-generate")
                     cost_note = gr.Markdown(elem_id="nb-cost")
                     with gr.Row():

@@ -41,6 +41,16 @@ def zip_name(what: str, when: datetime | None = None) -> str:
     return f"nanobanana-{what}-{(when or datetime.now(UTC)):%Y-%m-%d}.zip"
 
 
+def prompt_limits(info) -> str:
+    """Under the prompt box: how much text is accepted and how much the model reads."""
+    text = f"Up to {info.limits.max_prompt_chars} characters"
+    if info.max_prompt_tokens:
+        cut = "longer prompts are cut, and you are told" if info.limits.long_prompt == "truncate" else \
+            "longer prompts are refused"
+        text += f"; {info.model_name} reads the first {info.max_prompt_tokens} tokens ({cut})"
+    return text + "."
+
+
 def time_left(until: datetime, now: datetime | None = None) -> str:
     """How long until `until`, roughly ("42 min", "5 h 3 min", "6 days")."""
     if now is None:

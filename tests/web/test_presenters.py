@@ -17,3 +17,13 @@ def test_download_names_come_from_the_prompt_and_seed():
     assert presenters.download_name("A red circle, on blue!", 42) == "a-red-circle-on-blue-seed42.png"
     assert presenters.download_name("", 7) == "image-seed7.png"
     assert len(presenters.download_name("word " * 100, 1)) <= 70
+
+
+def test_the_prompt_box_states_both_limits():
+    from types import SimpleNamespace
+
+    from nanobanana.generation import Limits
+
+    info = SimpleNamespace(limits=Limits(), max_prompt_tokens=16, model_name="shapes")
+    assert presenters.prompt_limits(info) == (
+        "Up to 2000 characters; shapes reads the first 16 tokens (longer prompts are cut, and you are told).")

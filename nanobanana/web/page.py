@@ -68,12 +68,18 @@ class StudioUI:
             images=images or [],
         )
 
-    def _button(self, identity: Identity, ratio, num_images, steps):
-        """The Generate button's label (with the cost) and a note; disabled when it cannot be afforded."""
-        q = self.studio.quote(identity, ratio or "1:1", int(num_images or 1), int(steps) if steps else None)
+    def _button(self, identity: Identity, ratio, num_images, steps, verb: str = "Generate"):
+        """A run button's label (with the cost) and a note; disabled when it cannot be afforded."""
+        q = self.studio.quote(identity, ratio or None, int(num_images or 1), int(steps) if steps else None)
         note = q.message if q.affordable else f"⚠️ {q.message}"
-        label = presenters.generate_label(q, identity.is_account)
+        label = presenters.action_label(verb, q, identity.is_account)
         return gr.update(value=label, interactive=q.affordable), note
+
+    @handler
+    def edit_quote(self, steps, identity: Identity):
+        """The Edit button with its cost (one image; its size follows the upload, priced at the default
+        aspect ratio), disabled when it cannot be afforded."""
+        return self._button(identity, None, 1, steps, verb="Edit")[0]
 
     @handler
     def quote(self, ratio, num_images, steps, identity: Identity):
@@ -263,7 +269,7 @@ class StudioUI:
                     seeds = gr.Markdown(elem_id="nb-seeds")
                     gr.Examples(config.examples, inputs=[prompt], label="Examples")
 
-                with gr.Tab("Edit", id="edit"):
+                with gr.Tab("Edit", id="edit") as edit_tab:
                     gr.Markdown("Upload one or more images and say what to change. Uploads are read in "
                                 "memory and not kept.")
                     with gr.Row():
@@ -279,7 +285,7 @@ class StudioUI:
                                                        label="Steps")
                                 edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                                 edit_randomize = gr.Checkbox(True, label="Randomize seed")
-                            edit_run = gr.Button("Edit", variant="primary")
+                            edit_run = gr.Button("Edit", variant="primary", elem_id="nb-edit-run")
                         edit_result = gr.Gallery(label="Result", columns=2, height=300, object_fit="contain",
                                                  buttons=["download", "fullscreen"], elem_id="nb-edit-result")
                     edit_note = gr.Markdown(elem_id="nb-edit-note")
@@ -352,7 +358,10 @@ class StudioUI:
                   [gallery, seeds, seed, header, run, cost_note], api_name="generate", concurrency_id="model")
             edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
                            [edit_result, edit_note, header], api_name="edit",
-                           concurrency_id="model")
+                           concurrency_id="model").then(self.edit_quote, edit_steps, edit_run,
+                                                         api_visibility="private", show_progress="hidden")
+            gr.on([demo.load, edit_tab.select, edit_steps.change], self.edit_quote, edit_steps, edit_run,
+                  api_name="edit_quote", queue=False, trigger_mode="always_last", show_progress="hidden")
 
             history_outputs = [history_gallery, history_table, chosen, history_note]
             gr.on([history_tab.select, refresh_history.click], self.history, None, history_outputs,

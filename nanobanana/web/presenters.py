@@ -72,12 +72,13 @@ def header(summary: AccountSummary | None, allowance_left: int, per_day: int) ->
             "sign in for credits and a 7-day history")
 
 
-def generate_label(quote: Quote, signed_in: bool) -> str:
+def action_label(verb: str, quote: Quote, signed_in: bool) -> str:
+    """"Generate · 2 credits", "Edit · free (3 left today)", "Generate · not enough credits"."""
     if not quote.affordable:
-        return "Generate · not enough " + ("credits" if signed_in else "free images left")
+        return f"{verb} · not enough " + ("credits" if signed_in else "free images left")
     if signed_in:
-        return f"Generate · {quote.cost} credit{'s' if quote.cost != 1 else ''}"
-    return f"Generate · free ({quote.allowance_left} left today)"
+        return f"{verb} · {quote.cost} credit{'s' if quote.cost != 1 else ''}"
+    return f"{verb} · free ({quote.allowance_left} left today)"
 
 
 def history_table(images: Sequence[StoredImage]) -> pd.DataFrame:

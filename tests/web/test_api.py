@@ -272,3 +272,4 @@ def test_export_then_delete_account_signs_out_of_everything(app):
     assert app.studio.services.accounts.find_by_provider("local", "local-dev") is None
     assert fetch(c, export["url"]).status_code == 404
 
+

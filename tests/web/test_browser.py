@@ -167,7 +167,9 @@ def test_a_person_edits_an_upload_and_sees_the_result_beside_it(page, tmp_path):
     page.get_by_role("tab", name="Edit").click()
     page.locator("#nb-uploads input[type=file]").set_input_files(str(source))
     page.locator("#nb-instruction textarea").fill("a red circle")
-    page.get_by_role("button", name="Edit", exact=True).click()
+    # Like Generate, the Edit button states its cost.
+    page.wait_for_function("() => document.querySelector('#nb-edit-run')?.innerText.startsWith('Edit · ')")
+    page.locator("#nb-edit-run").click()
     page.wait_for_function("() => document.querySelectorAll('#nb-edit-result img').length === 1",
                            timeout=60_000)
     page.wait_for_function("() => document.querySelector('#nb-edit-note')?.innerText.includes('Ran as')")

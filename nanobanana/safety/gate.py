@@ -17,7 +17,7 @@ from PIL import Image
 from nanobanana.errors import ImageBlocked, PromptBlocked
 from nanobanana.safety import Verdict
 
-__all__ = ["ImageBlocked", "PromptBlocked", "SafetyFilter", "SafetyGate"]
+__all__ = ["SafetyFilter", "SafetyGate", "all_blocked_error"]
 
 
 class SafetyFilter(Protocol):

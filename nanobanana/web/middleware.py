@@ -56,15 +56,12 @@ def request_cookies(scope: Scope) -> dict[str, str]:
     return cookie_parser(raw)
 
 
-def _normalise_cookies(scope: Scope) -> dict[str, str]:
-    """Replace the cookie headers by one header rebuilt from what we parsed: the layers below see
-    exactly the cookies we checked."""
-    cookies = request_cookies(scope)
+def _set_cookies(scope: Scope, cookies: dict[str, str]) -> None:
+    """Replace the request's cookie headers by one header holding exactly `cookies`."""
     headers = [(k, v) for k, v in scope.get("headers", []) if k != b"cookie"]
     if cookies:
         headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode("latin-1")))
     scope["headers"] = headers
-    return cookies
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -76,11 +73,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _drop_cookie(scope: Scope, name: str) -> None:
     """Remove one cookie from the request, so nothing downstream sees it."""
-    kept = [f"{k}={v}" for k, v in request_cookies(scope).items() if k != name]
-    headers = [(k, v) for k, v in scope.get("headers", []) if k != b"cookie"]
-    if kept:
-        headers.append((b"cookie", "; ".join(kept).encode("latin-1")))
-    scope["headers"] = headers
+    _set_cookies(scope, {k: v for k, v in request_cookies(scope).items() if k != name})
 
 
 async def _refuse(send: Any, status: int, message: str) -> None:
@@ -112,7 +105,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"].rstrip("/") in UNPUBLISHED or scope["path"] in UNPUBLISHED:
+        if scope["path"].rstrip("/") in UNPUBLISHED:
             await _refuse(send, 404, "Not found.")
             return
         https = is_https(scope)
@@ -201,8 +194,8 @@ class SessionGuard:
         self.same_site = same_site.capitalize()
         self.flags = f"Path=/; Max-Age={codec.max_age}; HttpOnly; Secure; SameSite={self.same_site}"
 
-    def _person(self, session: dict) -> tuple[str, str] | None:
-        info = session.get("oauth_info")
+    def _person(self, session: dict | None) -> tuple[str, str] | None:
+        info = session.get("oauth_info") if session is not None else None
         if not isinstance(info, dict) or not isinstance(info.get("userinfo"), dict):
             return None
         try:
@@ -214,10 +207,13 @@ class SessionGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        raw = _normalise_cookies(scope).get(SESSION_COOKIE)
+        # The layers below see exactly the cookies checked here, in one header.
+        cookies = request_cookies(scope)
+        _set_cookies(scope, cookies)
+        raw = cookies.get(SESSION_COOKIE)
         session = self.codec.decode(raw) if raw else None
         active_id: str | None = None
-        person = self._person(session) if session is not None else None
+        person = self._person(session)
         stripped = False
         if raw and session is None:  # a bad signature, or older than a sign-in lasts
             _drop_cookie(scope, SESSION_COOKIE)
@@ -247,7 +243,7 @@ class SessionGuard:
         if ours:  # the last Set-Cookie wins in the browser; it alone is kept
             value = ours[-1].decode("latin-1").split("=", 1)[1].split(";", 1)[0]
             session = self.codec.decode(value) if value != "null" else None
-            person = self._person(session) if session is not None else None
+            person = self._person(session)
             if person is None:  # signed out (or a session without a sign-in, e.g. OAuth state)
                 if active_id:
                     await run_in_threadpool(self.sessions.close, active_id)
@@ -467,12 +463,12 @@ class VisitorCookie:
         self.same_site = same_site.capitalize()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or VISITOR_COOKIE in request_cookies(scope):
+        cookies = request_cookies(scope)
+        if scope["type"] != "http" or VISITOR_COOKIE in cookies:
             await self.app(scope, receive, send)
             return
         token = secrets.token_urlsafe(24)
-        # This request already counts as the new visitor.
-        scope["headers"] = [*scope.get("headers", []), (b"cookie", f"{VISITOR_COOKIE}={token}".encode())]
+        _set_cookies(scope, {**cookies, VISITOR_COOKIE: token})  # this request already counts as the visitor
         # Secure where the site is HTTPS; SameSite=None (which needs Secure) only inside a Space's iframe.
         secure = "; Secure" if is_https(scope) or self.same_site == "None" else ""
 

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nanobanana.errors import GenerationCancelled, GenerationFailed, InvalidRequest, NanobananaError
-from nanobanana.generation.aspect import AspectSize, all_sizes, size_for
-from nanobanana.generation.config import ASPECT_RATIOS, GenerationConfig, load_generation_config
+from nanobanana.errors import GenerationCancelled, GenerationFailed, NanobananaError
+from nanobanana.generation.aspect import AspectSize, all_sizes
+from nanobanana.generation.config import GenerationConfig, load_generation_config
 from nanobanana.generation.loader import LoadedModel, load_model
-from nanobanana.generation.plan import Plan, as_int, make_plan
+from nanobanana.generation.plan import Plan, check_counts, make_plan, output_size
 from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode, Settings, StageTimings
 
 StepCallback = Callable[[int, int], None]
@@ -124,14 +124,9 @@ class Generator:
                     ) -> tuple[int, int, int, int]:
         """(width, height, images, steps) a request with these settings would make, without planning a
         prompt: what a price depends on."""
-        model, cfg, limits = self.load(), self.config.model, self.config.limits
-        aspect_ratio = aspect_ratio or cfg.defaults.aspect_ratio
-        if aspect_ratio not in ASPECT_RATIOS:
-            raise InvalidRequest(f"Aspect ratio {aspect_ratio!r} is not offered; choose one of: "
-                                 f"{', '.join(ASPECT_RATIOS)}.")
-        size = size_for(aspect_ratio, model.base_resolution, model.size_multiple, cfg.min_short_side)
-        images = as_int("Number of images", num_images, 1, limits.max_images)
-        steps = as_int("Steps", cfg.defaults.steps if steps is None else steps, 1, cfg.max_steps)
+        model = self.load()
+        size = output_size(aspect_ratio or self.config.model.defaults.aspect_ratio, model, self.config)
+        images, steps = check_counts(num_images, steps, self.config)
         return size.width, size.height, images, steps
 
     @staticmethod

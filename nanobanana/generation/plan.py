@@ -16,8 +16,8 @@ from typing import Any
 from PIL import Image
 
 from nanobanana.errors import InvalidRequest, UnsupportedMode
-from nanobanana.generation.aspect import closest_ratio, size_for
-from nanobanana.generation.config import ASPECT_RATIOS, GenerationConfig
+from nanobanana.generation.aspect import AspectSize, closest_ratio, size_for
+from nanobanana.generation.config import GenerationConfig
 from nanobanana.generation.loader import LoadedModel
 from nanobanana.generation.types import GenerationRequest, Mode, Settings
 
@@ -104,8 +104,7 @@ def make_plan(request: GenerationRequest, model: LoadedModel, config: Generation
             warnings.append(f"{cfg.name} does not use a negative prompt; it was ignored.")
             negative = ""
 
-    num_images = as_int("Number of images", request.num_images, 1, limits.max_images)
-    steps = as_int("Steps", cfg.defaults.steps if request.steps is None else request.steps, 1, cfg.max_steps)
+    num_images, steps = check_counts(request.num_images, request.steps, config)
     guidance = _as_float(
         "Guidance",
         cfg.defaults.guidance if request.guidance is None else request.guidance,
@@ -141,9 +140,7 @@ def make_plan(request: GenerationRequest, model: LoadedModel, config: Generation
     ratio = request.aspect_ratio or "auto"
     if ratio == "auto":
         ratio = closest_ratio(*images[0].size) if images else cfg.defaults.aspect_ratio
-    if ratio not in ASPECT_RATIOS:
-        raise InvalidRequest(f"Aspect ratio {ratio!r} is not offered; choose one of: {', '.join(ASPECT_RATIOS)}.")
-    size = size_for(ratio, model.base_resolution, model.size_multiple, cfg.min_short_side)
+    size = output_size(ratio, model, config)
 
     strength: float | None = None
     if mode is Mode.EDIT and model.edit is not None:
@@ -188,6 +185,18 @@ def make_plan(request: GenerationRequest, model: LoadedModel, config: Generation
         pipeline=pipeline_name,
     )
     return Plan(settings=settings, images=tuple(images), warnings=tuple(warnings))
+
+
+def check_counts(num_images: Any, steps: Any, config: GenerationConfig) -> tuple[int, int]:
+    """The number of images and the steps, within the limits (steps default to the model's)."""
+    cfg = config.model
+    return (as_int("Number of images", num_images, 1, config.limits.max_images),
+            as_int("Steps", cfg.defaults.steps if steps is None else steps, 1, cfg.max_steps))
+
+
+def output_size(ratio: str, model: LoadedModel, config: GenerationConfig) -> AspectSize:
+    """The size a preset makes on this model (`size_for` refuses a ratio that is not offered)."""
+    return size_for(ratio, model.base_resolution, model.size_multiple, config.model.min_short_side)
 
 
 def fit_prompt(model: LoadedModel, config: GenerationConfig, text: str, what: str) -> tuple[str, list[str]]:

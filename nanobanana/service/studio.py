@@ -390,12 +390,8 @@ class Studio:
         self.services.sessions.sweep()
         return SweepReport(report.images, report.files, report.exports, history)
 
-    def metrics_app(self) -> Any:
-        """An ASGI app serving this studio's Prometheus metrics (mount it at `/metrics`)."""
-        return self.services.usage.asgi_app()
-
     def metrics_text(self) -> bytes:
-        """The same metrics as Prometheus text (content type: `self.services.usage.content_type`)."""
+        """This studio's Prometheus metrics as text (served at `/metrics` by the web app)."""
         return self.services.usage.metrics_text()
 
     def start_sweeper(self, interval: float | None = None) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.engine import Connection
 
 from nanobanana.service.db import Database, usage, utcnow
@@ -175,11 +174,3 @@ class UsageRecorder:
     # -- Prometheus ---------------------------------------------------------------------------------
     def metrics_text(self) -> bytes:
         return generate_latest(self.registry)
-
-    content_type = CONTENT_TYPE_LATEST
-
-    def asgi_app(self):
-        """An ASGI app serving this registry (mount it at `/metrics`)."""
-        from prometheus_client import make_asgi_app
-
-        return make_asgi_app(registry=self.registry)

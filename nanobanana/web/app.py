@@ -41,15 +41,16 @@ def create_app(studio: Studio, config: UIConfig | None = None,
 
     on_space = auth.on_space(environ)
     session_seconds = int(studio.sign_in_hours * 3600)
+    session_key = auth.middleware_key(secret)  # the key Gradio's own session layer signs with too
     app = FastAPI(title=config.title, docs_url=None, redoc_url=None, openapi_url=None)
     same_site = "none" if on_space else "lax"  # on a Space the page is an iframe on huggingface.co
     # Each add_middleware wraps the ones before it: a request meets them from the last added to the first.
-    app.add_middleware(SessionMiddleware, secret_key=auth.middleware_key(secret), max_age=session_seconds,
+    app.add_middleware(SessionMiddleware, secret_key=session_key, max_age=session_seconds,
                        same_site=same_site, https_only=True)
     app.add_middleware(middleware.VisitorCookie, same_site=same_site)
     app.add_middleware(middleware.InputGuard, blocks=demo)
     app.add_middleware(middleware.SessionGuard, sessions=studio.sign_in_sessions, who=auth.session_person,
-                       codec=middleware.SessionCodec(auth.middleware_key(secret), session_seconds),
+                       codec=middleware.SessionCodec(session_key, session_seconds),
                        same_site=same_site)
     app.add_middleware(middleware.SameOriginOnly, allowed_origins=config.allowed_origins(environ))
     app.add_middleware(middleware.SecurityHeaders, frame_ancestors=["https://huggingface.co"] if on_space else [])

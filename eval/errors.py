@@ -97,14 +97,14 @@ class FaultyGenerator(Generator):
         super().__init__(config)
         self.fault: str | None = None
 
-    def run(self, plan, *, on_step=None, cancel=None, load_seconds=0.0):
+    def run_batch(self, plans, *, on_step=None, cancel=None, load_seconds=0.0):
         if self.fault == "model_exception":
             def on_step(step: int, total: int) -> None:
                 raise RuntimeError("injected fault: the denoiser crashed")
         elif self.fault == "stall":
             def on_step(step: int, total: int) -> None:
                 time.sleep(STALL_PER_STEP_S)
-        return super().run(plan, on_step=on_step, cancel=cancel, load_seconds=load_seconds)
+        return super().run_batch(plans, on_step=on_step, cancel=cancel, load_seconds=load_seconds)
 
 
 class _FullDisk:
@@ -121,11 +121,12 @@ class FaultyStore(ImageStore):
 
     fault: str | None = None
 
-    def write_files(self, pictures):
+    def write_files(self, pictures, ids=None):
         if self.fault == "disk_full":
             # The request's own images are written, then the disk is full: written files must be removed.
-            return super().write_files([*pictures, _FullDisk()])
-        return super().write_files(pictures)
+            ids = None if ids is None else [*ids, "full-disk-next-image-0000000000000"]
+            return super().write_files([*pictures, _FullDisk()], ids=ids)
+        return super().write_files(pictures, ids=ids)
 
     def record(self, conn, identity, files, **kwargs):
         if self.fault == "database_error":

@@ -54,6 +54,33 @@ class GenerationFailed(NanobananaError, RuntimeError):
 class GenerationCancelled(NanobananaError):
     """The caller cancelled the generation before it finished."""
 
+    outcome = "cancelled"
+
+
+# -- jobs -------------------------------------------------------------------------------------------------
+class JobError(NanobananaError):
+    """A problem with a queued or running request."""
+
+
+class JobLimitReached(JobError, PermissionError):
+    """The person already has as many requests waiting as one person may."""
+
+    outcome = "queue_full"
+
+
+class JobNotFound(JobError, LookupError):
+    """No such request for this person (never theirs, or ended long ago)."""
+
+
+class JobStillRunning(JobError, TimeoutError):
+    """A wait for a request ended before the request did; it goes on."""
+
+
+class JobInterrupted(JobError, RuntimeError):
+    """The process running the request stopped (crash, restart) before it finished; nothing was charged."""
+
+    outcome = "interrupted"
+
 
 # -- safety -----------------------------------------------------------------------------------------------
 class SafetyBlocked(NanobananaError, PermissionError):
@@ -152,6 +179,22 @@ class ServiceError(NanobananaError, RuntimeError):
 
 class OperatorError(NanobananaError, ValueError):
     """An operator command that cannot be carried out as given."""
+
+
+def error_named(name: str | None, message: str) -> NanobananaError:
+    """The error a job ended with, rebuilt from its stored class name and message (for a caller that did
+    not run it): the same type where we have it, `ServiceError` otherwise."""
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for c in cls.__subclasses__() for s in subclasses(c))]
+
+    for cls in subclasses(NanobananaError):
+        if cls.__name__ == name:
+            if issubclass(cls, SafetyBlocked):
+                from nanobanana.safety.types import Verdict
+
+                return cls(Verdict(allowed=False, category=None, score=1.0, reason=message))
+            return cls(message)
+    return ServiceError(message)
 
 
 def outcome_of(exc: BaseException) -> str:

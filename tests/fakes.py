@@ -78,19 +78,31 @@ class FastGenerator(Generator):
         self._model = real.load()
         self.seconds = seconds
         self.calls = 0
+        self.batches: list[list[str]] = []  # the prompts of each pipeline call
 
-    def run(self, plan, *, on_step=None, cancel=None, load_seconds: float = 0.0) -> GenerationResult:
-        s = plan.settings
+    def run_batch(self, plans, *, on_step=None, cancel=None, load_seconds: float = 0.0) -> list[GenerationResult]:
+        """One fake pipeline call for the whole batch, `seconds` long, spread over its steps (so progress
+        and cancel between steps work as they do on a real pipeline)."""
         self.calls += 1
-        if self.seconds:
-            time.sleep(self.seconds)
-        if "fail" in s.prompt:
+        self.batches.append([p.settings.prompt for p in plans])
+        steps = plans[0].settings.steps
+        for step in range(steps):
+            if self.seconds:
+                time.sleep(self.seconds / steps)
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("Generation was cancelled.")
+            if on_step is not None:
+                on_step(step + 1, steps)
+        if any("fail" in p.settings.prompt for p in plans):
             raise GenerationFailed("The model failed while generating (injected failure).")
-        if cancel is not None and cancel.is_set():
-            raise GenerationCancelled("Generation was cancelled.")
-        images = []
-        for i in range(s.num_images):
-            red = "allred" in s.prompt or f"red{i}" in s.prompt
-            images.append(Image.new("RGB", (s.width, s.height), RED if red else (90, 90, 90 + i)))
-        return GenerationResult(images, list(s.seeds), s, self.model_id, StageTimings(denoising=self.seconds,
-                                total=self.seconds), list(plan.warnings))
+        results = []
+        for plan in plans:
+            s = plan.settings
+            images = []
+            for i in range(s.num_images):
+                red = "allred" in s.prompt or f"red{i}" in s.prompt
+                images.append(Image.new("RGB", (s.width, s.height), RED if red else (90, 90, 90 + i)))
+            results.append(GenerationResult(images, list(s.seeds), s, self.model_id,
+                                            StageTimings(denoising=self.seconds, total=self.seconds),
+                                            list(plan.warnings)))
+        return results

@@ -25,7 +25,7 @@ from nanobanana.generation.aspect import AspectSize, all_sizes
 from nanobanana.generation.config import GenerationConfig, load_generation_config
 from nanobanana.generation.loader import LoadedModel, load_model
 from nanobanana.generation.plan import Plan, check_counts, make_plan, output_size
-from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode, Settings, StageTimings
+from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode, StageTimings
 
 StepCallback = Callable[[int, int], None]
 
@@ -130,27 +130,36 @@ class Generator:
         return size.width, size.height, images, steps
 
     @staticmethod
-    def _call_kwargs(pipe: Any, settings: Settings, images: tuple[Image.Image, ...], model: LoadedModel
-                     ) -> dict[str, Any]:
+    def _call_kwargs(pipe: Any, plans: list[Plan], model: LoadedModel) -> dict[str, Any]:
+        """One pipeline call for plans that share a batch key: a prompt, a negative prompt and a
+        `torch.Generator` per image, so image i of a plan has the same pixels alone or in a batch."""
         device = "cpu" if model.device == "mps" else model.device
+        first = plans[0].settings
+        prompts = [p.settings.prompt for p in plans for _ in range(p.settings.num_images)]
+        negatives = [p.settings.negative_prompt for p in plans for _ in range(p.settings.num_images)]
+        seeds = [seed for p in plans for seed in p.settings.seeds]
+        single = len(plans) == 1
         kwargs: dict[str, Any] = {
-            "prompt": settings.prompt,
-            "num_inference_steps": settings.steps,
-            "guidance_scale": settings.guidance,
-            "num_images_per_prompt": settings.num_images,
-            # One generator per image: image i is reproducible alone from seeds[i].
-            "generator": [torch.Generator(device).manual_seed(s) for s in settings.seeds],
+            "prompt": first.prompt if single else prompts,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "num_images_per_prompt": first.num_images if single else 1,
+            "generator": [torch.Generator(device).manual_seed(s) for s in seeds],
             "output_type": "pil",
         }
-        if settings.negative_prompt:
-            kwargs["negative_prompt"] = settings.negative_prompt
-        if images:
-            fitted = [_fit_image(image, settings.width, settings.height) for image in images]
-            kwargs["image"] = fitted[0] if len(fitted) == 1 else fitted
-        if settings.strength is not None:
-            kwargs["strength"] = settings.strength
-        if settings.pipeline != "image-to-image":
-            kwargs["width"], kwargs["height"] = settings.width, settings.height
+        if any(negatives):
+            kwargs["negative_prompt"] = first.negative_prompt if single else negatives
+        if plans[0].images:
+            if single:
+                fitted = [_fit_image(image, first.width, first.height) for image in plans[0].images]
+                kwargs["image"] = fitted[0] if len(fitted) == 1 else fitted
+            else:  # one input image per plan (see `batch_key`), repeated for each of its outputs
+                kwargs["image"] = [_fit_image(p.images[0], first.width, first.height)
+                                   for p in plans for _ in range(p.settings.num_images)]
+        if first.strength is not None:
+            kwargs["strength"] = first.strength
+        if first.pipeline != "image-to-image":
+            kwargs["width"], kwargs["height"] = first.width, first.height
         accepted = _call_parameters(type(pipe))
         return {k: v for k, v in kwargs.items() if k in accepted}
 
@@ -182,16 +191,30 @@ class Generator:
 
         Raises `GenerationCancelled` or `GenerationFailed`.
         """
+        return self.run_batch([plan], on_step=on_step, cancel=cancel, load_seconds=load_seconds)[0]
+
+    def run_batch(
+        self,
+        plans: list[Plan],
+        *,
+        on_step: StepCallback | None = None,
+        cancel: threading.Event | None = None,
+        load_seconds: float = 0.0,
+    ) -> list[GenerationResult]:
+        """Run plans that share a batch key (see `nanobanana.service.jobs.batch_key`) in one pipeline call;
+        one result per plan, each with the batch's timings. Raises `GenerationCancelled` or
+        `GenerationFailed` for the whole batch."""
         started = time.perf_counter() - load_seconds
         model = self.load()
-        pipe = {"edit": model.edit, "image-to-image": model.image_to_image}.get(plan.settings.pipeline, model.base)
-        call_kwargs = self._call_kwargs(pipe, plan.settings, plan.images, model)
+        first = plans[0].settings
+        pipe = {"edit": model.edit, "image-to-image": model.image_to_image}.get(first.pipeline, model.base)
+        call_kwargs = self._call_kwargs(pipe, plans, model)
 
         def step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled("Generation was cancelled.")
             if on_step is not None:
-                on_step(step + 1, getattr(pipe, "_num_timesteps", None) or plan.settings.steps)
+                on_step(step + 1, getattr(pipe, "_num_timesteps", None) or first.steps)
             return callback_kwargs
 
         if "callback_on_step_end" in _call_parameters(type(pipe)):
@@ -199,7 +222,7 @@ class Generator:
 
         with self._run_lock:
             # The pipelines share one scheduler slot: set it only while no other call runs.
-            pipe.scheduler = model.scheduler(plan.settings.scheduler)
+            pipe.scheduler = model.scheduler(first.scheduler)
             self._clock.reset()
             call_started = time.perf_counter()
             try:
@@ -224,14 +247,15 @@ class Generator:
             decoding=decode_seconds,
             total=time.perf_counter() - started,
         )
-        return GenerationResult(
-            images=images,
-            seeds=list(plan.settings.seeds),
-            settings=plan.settings,
-            model_id=self.model_id,
-            timings=timings,
-            warnings=list(plan.warnings),
-        )
+        results, at = [], 0
+        for plan in plans:
+            n = plan.settings.num_images
+            results.append(GenerationResult(
+                images=images[at:at + n], seeds=list(plan.settings.seeds), settings=plan.settings,
+                model_id=self.model_id, timings=timings, warnings=list(plan.warnings),
+            ))
+            at += n
+        return results
 
 
 @functools.cache

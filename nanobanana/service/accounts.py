@@ -168,6 +168,10 @@ class Accounts:
             raise UnknownUser("This account no longer exists; sign in again.")
         return _account(row)
 
+    def exists(self, account_id: str, conn: Connection | None = None) -> bool:
+        with self.db.transaction(conn) as c:
+            return c.execute(sa.select(accounts.c.id).where(accounts.c.id == account_id)).first() is not None
+
     def resolve(self, user: str, conn: Connection | None = None) -> Account:
         """An account by username or id (what the operator commands take)."""
         with self.db.transaction(conn) as c:

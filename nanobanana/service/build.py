@@ -25,6 +25,7 @@ from nanobanana.service.config import ServiceConfig, load_service_config
 from nanobanana.service.db import Database
 from nanobanana.service.generation_log import GenerationLog
 from nanobanana.service.images import ImageStore
+from nanobanana.service.jobs import JobStore
 from nanobanana.service.ledger import CostRule, Ledger
 from nanobanana.service.privacy import Privacy
 from nanobanana.service.sessions import SignInSessions
@@ -55,6 +56,7 @@ class Services:
     privacy: Privacy
     announcements: Announcements
     sessions: SignInSessions
+    jobs: JobStore
 
     @property
     def data_dir(self) -> Path:
@@ -85,19 +87,23 @@ def build_services(
     accounts, ledger = Accounts(db), Ledger(db)
     store = images(db, config.data_dir, config.storage)  # type: ignore[arg-type]
     log = GenerationLog(db, config.privacy.history_retention_days)
+    jobs = JobStore(db, config.jobs, config.data_dir)  # type: ignore[arg-type]
     return Services(
         config=config, environ=environ, db=db, generator=generator or Generator(), safety=SafetyGate(safety),
         cost_rule=CostRule(config.credits), accounts=accounts, ledger=ledger,
         allowance=Allowance(config.allowance.anonymous_images_per_day), images=store, generation_log=log,
-        usage=UsageRecorder(db), privacy=Privacy(db, accounts, ledger, store, log),
+        usage=UsageRecorder(db), privacy=Privacy(db, accounts, ledger, store, log, jobs),
         announcements=Announcements(db, accounts, config.smtp, config.privacy.operator_name),
         sessions=SignInSessions(db, config.privacy.sign_in_hours, config.privacy.closed_account_days),
+        jobs=jobs,
     )
 
 
-def build_studio(environ: Mapping[str, str] | None = None, *, start_sweeper: bool = True, **parts: Any) -> Studio:
+def build_studio(environ: Mapping[str, str] | None = None, *, start_sweeper: bool = True,
+                 start_worker: bool | None = None, **parts: Any) -> Studio:
     """The studio on freshly built `Services` (see `build_services` for `parts`): sweeps once, then
-    every `storage.sweep_interval_seconds` in the background unless `start_sweeper=False`."""
+    every `storage.sweep_interval_seconds` in the background unless `start_sweeper=False`; starts the job
+    worker thread when `jobs.worker` is `local` (or as `start_worker` says)."""
     from nanobanana.service.studio import Studio
 
     studio = Studio(build_services(environ, **parts))
@@ -108,4 +114,6 @@ def build_studio(environ: Mapping[str, str] | None = None, *, start_sweeper: boo
     studio.sweep()
     if start_sweeper:
         studio.start_sweeper()
+    if start_worker if start_worker is not None else studio.services.config.jobs.worker == "local":
+        studio.start_worker()
     return studio

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +41,19 @@ class StorageConfig(BaseModel):
     account_max_bytes: int = Field(500_000_000, ge=1)
     sweep_interval_seconds: float = Field(300, ge=0)
     export_expiry_minutes: float = Field(60, gt=0)
+
+
+class JobsConfig(BaseModel):
+    """The job queue and its worker (see `nanobanana/service/worker.py`); defaults measured with
+    `python -m eval throughput` on the bundled model."""
+
+    worker: Literal["local", "none"] = "local"  # none: this process only submits; another one runs jobs
+    max_batch_images: int = Field(8, ge=1)  # images per pipeline call
+    batch_wait_ms: float = Field(30, ge=0)  # how long a free worker waits for a batch to fill
+    max_open_per_person: int = Field(8, ge=1)  # queued + running jobs one person may have
+    lease_seconds: float = Field(30, gt=0)  # a running job whose worker stops renewing it this long is recovered
+    poll_seconds: float = Field(0.5, gt=0)  # how often an idle worker looks for jobs other processes queued
+    keep_finished_minutes: float = Field(60, gt=0)  # ended jobs are then forgotten (accounts keep history)
 
 
 DEFAULT_OPERATOR = "the operator of this Nanobanana instance"
@@ -82,6 +96,7 @@ class ServiceConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:

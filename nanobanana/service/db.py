@@ -154,6 +154,44 @@ instance_secrets = sa.Table(
 )
 
 
+# Generation jobs: a request with its owner, state and held reservation, from submission until it ends.
+# The worker that runs a job holds a lease on it; a job whose lease ran out belongs to a dead process.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # also the request id its ledger rows carry
+    sa.Column("owner_kind", sa.String(16), nullable=False),  # account | anonymous
+    sa.Column("owner_key", sa.String(64), nullable=False),  # account id, or a hash of the session id
+    sa.Column("page", sa.String(64), nullable=True),  # a hash of the page (tab) that sent it, for its Cancel
+    sa.Column("state", sa.String(16), nullable=False),  # queued | running | succeeded | failed | cancelled
+    sa.Column("turn", sa.Integer, nullable=False),  # fair order: served by (turn, created_at)
+    sa.Column("batch_key", sa.String(255), nullable=False),  # jobs with equal keys share a pipeline call
+    sa.Column("payer", sa.String(16), nullable=False),  # credits | allowance
+    sa.Column("num_images", sa.Integer, nullable=False),
+    sa.Column("per_image", sa.Integer, nullable=False),  # what the reservation holds per image
+    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),  # the planned settings (prompt included) and warnings
+    sa.Column("inputs", sa.Integer, nullable=False, default=0),  # input images kept under jobs/<id>/
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("claimed_at", sa.DateTime, nullable=True),
+    sa.Column("started_at", sa.DateTime, nullable=True),  # the pipeline call began
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+    sa.Column("worker", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.DateTime, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("step", sa.Integer, nullable=False, default=0),
+    sa.Column("total_steps", sa.Integer, nullable=False, default=0),
+    sa.Column("pending_files", sa.JSON, nullable=True),  # image ids being written, until recorded
+    sa.Column("outcome", sa.String(64), nullable=True),
+    sa.Column("error", sa.String(64), nullable=True),  # the error's class name (see nanobanana.errors)
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("result", sa.JSON, nullable=True),  # image ids, blocked, charged, messages, timings
+    sa.Column("batch_images", sa.Integer, nullable=True),  # images in the pipeline call it shared
+    sa.Column("run_seconds", sa.Float, nullable=True),  # that call's time
+    sa.Index("ix_jobs_queue", "state", "turn", "created_at"),
+    sa.Index("ix_jobs_owner", "owner_kind", "owner_key", "state"),
+)
+
 def _sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'nanobanana.service.db'}"
 

@@ -92,9 +92,11 @@ class SweepReport:
     files: int = 0
     exports: int = 0
     history: int = 0
+    jobs: int = 0
 
     def to_dict(self) -> dict:
-        return {"images": self.images, "files": self.files, "exports": self.exports, "history": self.history}
+        return {"images": self.images, "files": self.files, "exports": self.exports, "history": self.history,
+                "jobs": self.jobs}
 
 
 def check_id(image_id: str) -> str:
@@ -136,12 +138,14 @@ class ImageStore:
         return self.images_dir / f"{check_id(image_id)}.png"
 
     # -- writing ------------------------------------------------------------------------------------
-    def write_files(self, pictures: Sequence[Image.Image]) -> list[WrittenFile]:
-        """Encode and write each image (temp name, then rename). Pair with `record` or `remove_files`."""
+    def write_files(self, pictures: Sequence[Image.Image], ids: Sequence[str] | None = None) -> list[WrittenFile]:
+        """Encode and write each image (temp name, then rename). Pair with `record` or `remove_files`.
+        `ids` are the image ids to use (chosen beforehand, so a job can name its files before they exist)."""
         written: list[WrittenFile] = []
+        ids = list(ids) if ids is not None else [secrets.token_urlsafe(24) for _ in pictures]
         try:
-            for picture in pictures:
-                image_id = secrets.token_urlsafe(24)
+            for picture, image_id in zip(pictures, ids, strict=True):
+                check_id(image_id)
                 buffer = io.BytesIO()
                 # Fastest zlib level: several times quicker than the default on large images, files
                 # about a third bigger; they are temporary anyway.
@@ -241,6 +245,12 @@ class ImageStore:
         if not path.is_file():
             raise ImageNotFound("There is no such image (it may have expired).")
         return path
+
+    def load(self, identity: Identity, image_id: str) -> Image.Image:
+        """One of this person's images, decoded."""
+        with Image.open(self.path(identity, image_id)) as image:
+            image.load()
+            return image.copy()
 
     def delete(self, identity: Identity, image_id: str) -> None:
         check_id(image_id)

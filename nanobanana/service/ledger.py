@@ -167,20 +167,20 @@ class Ledger:
             except InsufficientCredits as exc:
                 raise InvalidAdjustment(f"The balance cannot go below zero: {exc}") from exc
 
-    def charge(self, account_id: str, amount: int, request_id: str, reason: str) -> Charge:
+    def charge(self, account_id: str, amount: int, request_id: str, reason: str,
+               conn: Connection | None = None) -> Charge:
         """Reserve `amount` for `request_id` before generating. Raises `InsufficientCredits`.
 
         Charging the same request id again charges nothing and returns the first charge (`replayed`).
+        Given `conn`, the charge joins the caller's transaction (a job is inserted with its charge).
         """
         if amount < 0:
             raise CreditsError(f"A charge cannot be negative ({amount}).")
+        if conn is not None:
+            return self._charge(conn, account_id, amount, request_id, reason)
         try:
             with self.db.transaction() as c:
-                previous = self._find(c, account_id, request_id, "charge")
-                if previous is not None:
-                    return Charge(request_id, -previous.delta, previous.balance_after, replayed=True)
-                balance = self._move(c, account_id, -amount, "charge", reason, request_id, guard=True)
-                return Charge(request_id, amount, balance)
+                return self._charge(c, account_id, amount, request_id, reason)
         except IntegrityError:
             # The same request id raced us (PostgreSQL) and won: that charge stands, ours never happened.
             with self.db.transaction() as c:
@@ -188,6 +188,13 @@ class Ledger:
             if previous is None:
                 raise
             return Charge(request_id, -previous.delta, previous.balance_after, replayed=True)
+
+    def _charge(self, c: Connection, account_id: str, amount: int, request_id: str, reason: str) -> Charge:
+        previous = self._find(c, account_id, request_id, "charge")
+        if previous is not None:
+            return Charge(request_id, -previous.delta, previous.balance_after, replayed=True)
+        balance = self._move(c, account_id, -amount, "charge", reason, request_id, guard=True)
+        return Charge(request_id, amount, balance)
 
     def refund(self, account_id: str, amount: int, request_id: str, reason: str,
                conn: Connection | None = None) -> int | None:

@@ -51,13 +51,13 @@ class Payer(Protocol):
     def quote(self, width: int, height: int, steps: int, num_images: int) -> Quote: ...
 
     def reserve(self, request_id: str, width: int, height: int, steps: int, num_images: int,
-                description: str) -> Reservation: ...
+                description: str, conn: Connection | None = None) -> Reservation: ...
 
     def settle(self, reservation: Reservation, kept: int, conn: Connection) -> None: ...
 
     def after_commit(self, reservation: Reservation, kept: int) -> None: ...
 
-    def release(self, reservation: Reservation, reason: str) -> None: ...
+    def release(self, reservation: Reservation, reason: str, conn: Connection | None = None) -> None: ...
 
     def charged(self, reservation: Reservation, kept: int) -> int: ...
 
@@ -90,9 +90,10 @@ class CreditsPayer:
         return Quote(cost, per_image, num_images, ok, message, balance=balance)
 
     def reserve(self, request_id: str, width: int, height: int, steps: int, num_images: int,
-                description: str) -> Reservation:
+                description: str, conn: Connection | None = None) -> Reservation:
         per_image = self.cost_rule.per_image(width, height, steps)
-        charge = self.ledger.charge(self.account_id, per_image * num_images, request_id, reason=description)
+        charge = self.ledger.charge(self.account_id, per_image * num_images, request_id, reason=description,
+                                    conn=conn)
         if charge.replayed:
             raise DuplicateRequest(
                 "This request was already sent (same request id); it was charged once. "
@@ -109,8 +110,9 @@ class CreditsPayer:
     def after_commit(self, reservation: Reservation, kept: int) -> None:
         return None
 
-    def release(self, reservation: Reservation, reason: str) -> None:
-        self.ledger.refund(self.account_id, reservation.amount, reservation.request_id, f"refund: {reason}")
+    def release(self, reservation: Reservation, reason: str, conn: Connection | None = None) -> None:
+        self.ledger.refund(self.account_id, reservation.amount, reservation.request_id, f"refund: {reason}",
+                           conn)
 
     def charged(self, reservation: Reservation, kept: int) -> int:
         return reservation.per_image * kept
@@ -128,7 +130,8 @@ class AllowancePayer:
     withheld_note = "and not counted against your allowance."
     account_id: str | None = None
 
-    def __init__(self, allowance: Allowance, identity: Identity) -> None:
+    def __init__(self, allowance: Allowance, identity: Identity | None) -> None:
+        # `identity` is None when a job is settled by a worker: settling needs only the request id.
         self.allowance = allowance
         self.identity = identity
 
@@ -143,7 +146,7 @@ class AllowancePayer:
         return Quote(num_images, 1, num_images, ok, message, allowance_left=left)
 
     def reserve(self, request_id: str, width: int, height: int, steps: int, num_images: int,
-                description: str) -> Reservation:
+                description: str, conn: Connection | None = None) -> Reservation:
         self.allowance.reserve(self.identity, num_images, request_id)
         return Reservation(request_id, num_images, 1)
 
@@ -154,7 +157,7 @@ class AllowancePayer:
         self.allowance.release(reservation.request_id, reservation.num_images - kept)
         self.allowance.settle(reservation.request_id)
 
-    def release(self, reservation: Reservation, reason: str) -> None:
+    def release(self, reservation: Reservation, reason: str, conn: Connection | None = None) -> None:
         self.allowance.release(reservation.request_id)
         self.allowance.settle(reservation.request_id)
 

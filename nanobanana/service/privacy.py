@@ -19,6 +19,7 @@ from nanobanana.service.accounts import Accounts, Identity
 from nanobanana.service.db import Database
 from nanobanana.service.generation_log import GenerationLog
 from nanobanana.service.images import ImageStore
+from nanobanana.service.jobs import JobStore, Owner
 from nanobanana.service.ledger import Ledger
 
 LEDGER_FIELDS = ["created_at", "kind", "delta", "balance_after", "reason", "request_id"]
@@ -30,15 +31,17 @@ def _json(data: object) -> str:
 
 class Privacy:
     def __init__(self, db: Database, accounts: Accounts, ledger: Ledger, storage: ImageStore,
-                 history: GenerationLog) -> None:
+                 history: GenerationLog, jobs: JobStore) -> None:
         self.db = db
+        self.jobs = jobs
         self.accounts = accounts
         self.ledger = ledger
         self.storage = storage
         self.history = history
 
     def export(self, identity: Identity) -> Path:
-        """One zip: profile.json, ledger.csv, ledger.json, history.json, images.json and images/*.png."""
+        """One zip: profile.json, ledger.csv, ledger.json, history.json, requests.json (recent and open
+        requests), images.json and images/*.png."""
         files: dict[str, str] = {}
         if identity.is_account:
             account = self.accounts.get(identity.key)
@@ -55,6 +58,12 @@ class Privacy:
             files["profile.json"] = _json(
                 {"kind": "anonymous", "note": "No account: only your images are stored."}
             )
+        owner = Owner(identity.kind, identity.owner_key)
+        files["requests.json"] = _json([
+            {"id": j.id, "state": j.state, "created_at": j.created_at, "finished_at": j.finished_at,
+             "outcome": j.outcome, "settings": {k: v for k, v in j.settings.items() if k != "timings"}}
+            for j in self.jobs.of_owner(owner, limit=10_000)
+        ])
         stored = self.storage.list(identity)
         files["images.json"] = _json([s.to_dict() for s in stored])
         return self._zip(identity, "export", files, [s.id for s in stored])
@@ -87,11 +96,14 @@ class Privacy:
         """Remove every row and file tied to this person. Anonymous usage rows carry no identity and stay."""
         with self.db.transaction() as c:
             image_ids = self.storage.delete_owner(identity, c)
+            job_ids = self.jobs.delete_owner(Owner(identity.kind, identity.owner_key), c)
             if identity.is_account:
                 self.accounts.get(identity.key, c)
                 self.history.delete_account(identity.key, c)
                 self.ledger.delete_account_entries(identity.key, c)
                 self.accounts.delete(identity.key, c)
         self.storage.remove_files(image_ids)
+        for job_id in job_ids:
+            self.jobs.remove_inputs(job_id)
         self.storage.remove_exports(identity)
         self.db.scrub()

@@ -3,11 +3,13 @@
     studio = build_studio()
     result = studio.generate(GenerationRequest("a red circle"), Identity.anonymous(session_id))
 
-`Studio.generate` reads top to bottom: plan → reserve (the person's `Payer`: credits or the free
-allowance) → prompt safety → generate → image safety per image → store → usage row → settle. Whatever
-fails, the reservation is released, an anonymous usage row says why, and no half-written rows or orphan
-files stay behind. The parts live in `Services` (see `build.py`); this module only composes them into
-one person's actions. Operator actions are in `operations.py`.
+Every generation is a job. `Studio.submit` plans the request, checks the prompt, reserves its cost with
+the person's `Payer` (credits or the free allowance) and queues the job in the same transaction;
+`Studio.wait` follows it (place in line, ETA, steps) to its end; `Studio.generate` is both. The worker
+(`worker.py`) runs queued jobs in fair turns and in batches, and `Settlement` ends each one: image safety
+per image → store → usage row → settle, or release on failure, exactly once. Whatever fails, no
+half-written rows or orphan files stay behind. The parts live in `Services` (see `build.py`); this module
+only composes them into one person's actions. Operator actions are in `operations.py`.
 """
 
 from __future__ import annotations
@@ -23,23 +25,34 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from nanobanana.errors import NanobananaError, ServiceError, SignInRequired, outcome_of
-from nanobanana.generation import AspectSize, GenerationRequest, GenerationResult, Limits, Plan
-from nanobanana.safety.gate import all_blocked_error
+from nanobanana.errors import (
+    GenerationCancelled,
+    InvalidRequest,
+    JobStillRunning,
+    NanobananaError,
+    ServiceError,
+    SignInRequired,
+    error_named,
+    outcome_of,
+)
+from nanobanana.generation import AspectSize, GenerationRequest, GenerationResult, Limits, Plan, StageTimings
 from nanobanana.service.accounts import Account, AccountSummary, Identity, OAuthProfileData
 from nanobanana.service.announcements import Announcement
 from nanobanana.service.images import StoredImage, SweepReport
+from nanobanana.service.jobs import QUEUED, RUNNING, SUCCEEDED, Job, Owner, batch_key
 from nanobanana.service.ledger import LedgerEntry
 from nanobanana.service.payment import AllowancePayer, CreditsPayer, Payer, Quote, Reservation
 from nanobanana.service.policy import policy_markdown
+from nanobanana.service.settlement import Settlement, user_message
 from nanobanana.service.usage import UsageEvent, UsageStats
+from nanobanana.service.worker import LocalJobs, Worker
 
 if TYPE_CHECKING:
     from nanobanana.service.build import Services
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Quote", "Studio", "StudioInfo", "StudioResult"]
+__all__ = ["JobStatus", "Quote", "Studio", "StudioInfo", "StudioResult"]
 
 
 @dataclass
@@ -74,25 +87,35 @@ class StudioInfo:
     anonymous_images_per_day: int
 
 
-@dataclass
-class _Attempt:
-    """One request on its way through `Studio.generate`: what is held for it and what it measured."""
+@dataclass(frozen=True)
+class JobStatus:
+    """Where one of my requests stands, as the page shows it while I wait."""
 
-    identity: Identity
-    payer: Payer
-    request_id: str
-    event: UsageEvent
-    started: float = field(default_factory=time.perf_counter)
-    timings: dict[str, float] = field(default_factory=dict)
-    reservation: Reservation | None = None
+    id: str
+    state: str
+    place: int | None  # 1 = next; None unless queued
+    eta_seconds: float | None  # until it is done, from the workers' measured speed; None: not known yet
+    step: int
+    total_steps: int
+    message: str | None = None
 
-    def lap(self, stage: str, since: float) -> float:
-        now = time.perf_counter()
-        self.timings[stage] = now - since
-        return now
+    def describe(self) -> str:
+        if self.state == QUEUED:
+            where = "next in line" if self.place == 1 else f"{_ordinal(self.place or 1)} in line"
+            eta = f" · about {_duration(self.eta_seconds)}" if self.eta_seconds is not None else ""
+            return f"Waiting: {where}{eta}"
+        if self.state == RUNNING:
+            return f"Generating: step {self.step} of {self.total_steps}" if self.step else "Starting"
+        return self.message or self.state.capitalize()
 
-    def total(self) -> dict[str, float]:
-        return {**self.timings, "total": time.perf_counter() - self.started}
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
 
 
 class Studio:
@@ -102,6 +125,18 @@ class Studio:
         self.services = services
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self.local = LocalJobs()
+        self.settlement = Settlement(services, services.jobs)
+        self.worker: Worker | None = None
+        self._speed_cache: float | None = None
+        self._speed_at = -1e9
+
+    def start_worker(self) -> Worker:
+        """Run queued jobs in this process (a worker thread; see `worker.py`). Recovers first."""
+        if self.worker is None:
+            self.worker = Worker(self.services, self.services.jobs, self.settlement, self.local)
+            self.worker.start()
+        return self.worker
 
     # -- who pays -----------------------------------------------------------------------------------
     def payer(self, identity: Identity) -> Payer:
@@ -118,132 +153,209 @@ class Studio:
         *,
         request_id: str | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        on_status: Callable[[JobStatus], None] | None = None,
         cancel: threading.Event | None = None,
+        page: str | None = None,
     ) -> StudioResult:
-        """Run one request (or an already made `Plan`) for one person. Raises `NanobananaError`s whose
-        messages fit the UI as-is: `InvalidRequest`, `InsufficientCredits`, `AllowanceExhausted`,
-        `PromptBlocked`, `ImageBlocked` (every image withheld), `GenerationFailed`, `GenerationCancelled`,
-        `DuplicateRequest`, `ServiceError`.
+        """Submit one request (or an already made `Plan`) for one person and wait for it. Raises
+        `NanobananaError`s whose messages fit the UI as-is: `InvalidRequest`, `InsufficientCredits`,
+        `AllowanceExhausted`, `JobLimitReached`, `PromptBlocked`, `ImageBlocked` (every image withheld),
+        `GenerationFailed`, `GenerationCancelled`, `JobInterrupted`, `DuplicateRequest`, `ServiceError`.
         """
+        job_id = self.submit(request, identity, request_id=request_id, page=page)
+        return self.wait(job_id, identity, on_step=on_step, on_status=on_status, cancel=cancel)
+
+    def submit(self, request: GenerationRequest | Plan, identity: Identity, *, request_id: str | None = None,
+               page: str | None = None) -> str:
+        """Plan, check and queue a request, its cost reserved; returns the job id. Raises as `generate`
+        does for what is wrong before any compute is spent."""
         s = self.services
-        attempt = _Attempt(identity, self.payer(identity), request_id or secrets.token_urlsafe(16),
-                           UsageEvent.for_request(request, s.generator.model_id))
+        job_id = request_id or secrets.token_urlsafe(16)
+        event = UsageEvent.for_request(request, s.generator.model_id)
+        timings: dict[str, float] = {}
+        started = t = time.perf_counter()
+        reserved: tuple[Payer, Reservation] | None = None
         try:
+            if not isinstance(job_id, str) or not 1 <= len(job_id) <= 32:
+                raise InvalidRequest("A request id must be 1 to 32 characters.")
             # 1. Plan: nothing is reserved for a request the model would refuse.
-            t = time.perf_counter()
             if identity.is_account:
                 s.accounts.get(identity.key)  # a deleted account cannot keep generating
             plan = request if isinstance(request, Plan) else s.generator.plan(request)
             settings = plan.settings
-            attempt.event.describe(settings)
-            t = attempt.lap("validate", t)
+            event.describe(settings)
+            timings["validate"] = time.perf_counter() - t
+            t = time.perf_counter()
 
-            # 2. Reserve the cost before spending any compute.
-            attempt.reservation = attempt.payer.reserve(
-                attempt.request_id, settings.width, settings.height, settings.steps, settings.num_images,
-                description=f"{settings.num_images} image(s) {settings.width}×{settings.height}, "
-                            f"{settings.steps} steps",
-            )
-            t = attempt.lap("reserve", t)
-
-            # 3. Prompt safety (and uploaded images, before any compute is spent on them).
+            # 2. Prompt safety (and uploaded images), before anything is reserved or queued.
             s.safety.check_prompt(settings.prompt)
             s.safety.check_uploads(list(plan.images))
-            t = attempt.lap("prompt_safety", t)
+            timings["prompt_safety"] = time.perf_counter() - t
+            t = time.perf_counter()
 
-            # 4. Generate.
-            result = s.generator.run(plan, on_step=on_step, cancel=cancel)
-            t = attempt.lap("generate", t)
-            gen = result.timings
-            attempt.timings["pipeline"] = gen.text_encoding + gen.denoising + gen.decoding
-
-            # 5. Image safety, per image.
-            verdicts = s.safety.image_verdicts(result.images)
-            kept = [i for i, verdict in enumerate(verdicts) if verdict.allowed]
-            t = attempt.lap("image_safety", t)
-            if not kept:
-                raise all_blocked_error(verdicts)
-
-            # 6-8. Store, write the usage row and settle: files first, then one transaction.
-            stored, eviction, balance = self._store_and_settle(attempt, result, kept)
-            attempt.lap("store", t)
+            # 3. Reserve the cost and queue the job in one transaction: no charge without its job.
+            payer = self.payer(identity)
+            owner = Owner(identity.kind, identity.owner_key)
+            if plan.images:
+                s.jobs.save_inputs(job_id, plan.images)
+            with s.db.transaction() as conn:
+                reservation = payer.reserve(
+                    job_id, settings.width, settings.height, settings.steps, settings.num_images,
+                    description=f"{settings.num_images} image(s) {settings.width}×{settings.height}, "
+                                f"{settings.steps} steps", conn=conn,
+                )
+                reserved = (payer, reservation)
+                timings["reserve"] = time.perf_counter() - t
+                s.jobs.add(conn, job_id=job_id, owner=owner, plan=plan, key=batch_key(plan, s.generator.model_id),
+                           payer="credits" if identity.is_account else "allowance",
+                           per_image=reservation.per_image, page=page,
+                           timings={**timings, "submit": time.perf_counter() - started},
+                           model=s.generator.model_id)
         except BaseException as exc:
-            self._fail(attempt, exc)
+            if reserved is not None and not identity.is_account:
+                reserved[0].release(reserved[1], outcome_of(exc))  # in memory: the rollback did not undo it
+            s.jobs.remove_inputs(job_id) if isinstance(job_id, str) and len(job_id) <= 32 else None
+            self._record_failure(event, exc, {**timings, "total": time.perf_counter() - started})
             if isinstance(exc, NanobananaError) or not isinstance(exc, Exception):
                 raise
             log.error("request failed unexpectedly (%s)", type(exc).__name__, exc_info=exc)
             raise ServiceError(
                 f"Something went wrong on our side ({type(exc).__name__}); nothing was charged. Try again."
             ) from exc
+        self.local.add(job_id, plan)
+        if self.worker is not None:
+            self.worker.wake()
+        return job_id
 
-        blocked = len(result.images) - len(kept)
-        messages = list(result.warnings)
-        if blocked:
-            messages.append(f"{blocked} image{'s were' if blocked > 1 else ' was'} withheld by the safety "
-                            f"filter {attempt.payer.withheld_note}")
-        if eviction.message():
-            messages.append(eviction.message())
-        attempt.timings["total"] = time.perf_counter() - attempt.started
-        return StudioResult(
-            request_id=attempt.request_id,
-            images=stored,
-            blocked=blocked,
-            generation=result,
-            charged=attempt.payer.charged(attempt.reservation, len(kept)),
-            balance=balance,
-            allowance_left=attempt.payer.allowance_left(),
-            messages=messages,
-            timings=attempt.timings,
-        )
-
-    def _store_and_settle(self, attempt: _Attempt, result: GenerationResult, kept: list[int]):
-        s, payer, reservation = self.services, attempt.payer, attempt.reservation
-        settings = result.settings.to_dict()
-        settings["model"] = result.model_id
-        encode_started = time.perf_counter()
-        files = s.images.write_files([result.images[i] for i in kept])
-        attempt.timings["write_files"] = time.perf_counter() - encode_started
+    def _record_failure(self, event: UsageEvent, exc: BaseException, timings: dict[str, float]) -> None:
+        """The usage row of a request refused before it was queued; never raises."""
         try:
-            with s.db.transaction() as conn:
-                stored = s.images.record(
-                    conn, attempt.identity, files, request_id=attempt.request_id, prompt=result.settings.prompt,
-                    settings=settings, seeds=[result.seeds[i] for i in kept],
-                )
-                eviction = s.images.make_room(conn, attempt.identity, keep=[f.id for f in files])
-                payer.settle(reservation, len(kept), conn)
-                balance = payer.balance(conn)
-                if payer.account_id is not None:
-                    s.generation_log.record(
-                        conn, payer.account_id, request_id=attempt.request_id, prompt=result.settings.prompt,
-                        settings=settings, model=result.model_id, outcome="ok", images=len(kept),
-                        charged=payer.charged(reservation, len(kept)),
-                    )
-                attempt.event.outcome = "ok"
-                attempt.event.images_stored, attempt.event.images_blocked = len(kept), len(result.images) - len(kept)
-                attempt.event.timings = attempt.total()
-                s.usage.record(attempt.event, conn)
-        except BaseException:
-            s.images.remove_files(f.id for f in files)
-            raise
-        s.usage.observe(attempt.event)
-        s.images.remove_files(eviction.ids)
-        payer.after_commit(reservation, len(kept))
-        return stored, eviction, balance
-
-    def _fail(self, attempt: _Attempt, exc: BaseException) -> None:
-        """Release what was reserved and write the usage row of a failed request; never raises."""
-        outcome = outcome_of(exc)
-        if attempt.reservation is not None:
-            try:
-                attempt.payer.release(attempt.reservation, outcome)
-            except Exception:  # the account may have been deleted meanwhile
-                log.exception("could not release the reservation of a failed request")
-        try:
-            attempt.event.outcome = outcome
-            attempt.event.timings = attempt.total()
-            self.services.usage.record(attempt.event)
+            event.outcome, event.timings = outcome_of(exc), timings
+            self.services.usage.record(event)
+            self.services.usage.observe(event)
         except Exception:
             log.exception("could not record the usage row of a failed request")
+
+    def wait(self, job_id: str, identity: Identity, *, on_step: Callable[[int, int], None] | None = None,
+             on_status: Callable[[JobStatus], None] | None = None, cancel: threading.Event | None = None,
+             timeout: float | None = None) -> StudioResult:
+        """Follow one of my jobs to its end: `on_status` hears its place in line and ETA (about once a
+        second), `on_step` each denoising step; setting `cancel` cancels it. Returns its result or raises
+        the error it ended with."""
+        s = self.services
+        owner = Owner(identity.kind, identity.owner_key)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        checked, step, cancel_sent = 0.0, (0, 0), False
+        job = s.jobs.owned(owner, job_id)
+        while True:
+            local = self.local.get(job_id)
+            if local is not None and local.ended is not None:
+                break
+            if local is None or time.monotonic() - checked >= 1.0:
+                job, checked = s.jobs.owned(owner, job_id), time.monotonic()
+                if not job.is_open:
+                    break
+                if on_status is not None:
+                    on_status(self._status(job))
+                if local is None and job.step and (job.step, job.total_steps) != step:
+                    step = (job.step, job.total_steps)
+                    if on_step is not None:
+                        on_step(*step)
+            if local is not None and local.step != step and local.step[0]:
+                step = local.step
+                if on_step is not None:
+                    on_step(*step)
+            if cancel is not None and cancel.is_set() and not cancel_sent:
+                self.cancel(identity, job_id)
+                cancel_sent = True
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobStillRunning(f"Request {job_id} has not finished yet; ask again later.")
+            self.local.wait(0.25)
+        try:
+            return self._result(job_id, identity, local)
+        finally:
+            self.local.forget(job_id)
+
+    def _result(self, job_id: str, identity: Identity, local: Any) -> StudioResult:
+        s = self.services
+        payer = self.payer(identity)
+        job = s.jobs.get(job_id)
+        if local is not None and isinstance(local.ended, BaseException):
+            exc = local.ended
+            if isinstance(exc, NanobananaError) or not isinstance(exc, Exception):
+                raise exc
+            raise ServiceError(user_message(exc)) from exc
+        if job is None or job.state != SUCCEEDED:
+            raise error_named(job.error if job else None, job.message if job else "This request was lost.")
+        done = job.result
+        images = [s.images.get(identity, image_id) for image_id in done.get("images", [])]
+        generation = job.result.get("generation", {})
+        if local is not None and local.ended is not None:
+            pictures = local.kept_images
+        else:
+            pictures = [s.images.load(identity, image.id) for image in images]
+        result = GenerationResult(
+            images=pictures, seeds=list(generation.get("seeds", [])),
+            settings=local.plan.settings if local is not None else job.plan_settings(),
+            model_id=generation.get("model_id", s.generator.model_id),
+            timings=StageTimings(**generation.get("timings", {})), warnings=list(generation.get("warnings", [])),
+        )
+        return StudioResult(
+            request_id=job_id, images=images, blocked=int(done.get("blocked", 0)), generation=result,
+            charged=int(done.get("charged", 0)), balance=payer.balance(), allowance_left=payer.allowance_left(),
+            messages=list(done.get("messages", [])), timings=dict(done.get("timings", {})),
+        )
+
+    def cancel(self, identity: Identity, job_id: str) -> JobStatus:
+        """Cancel one of my jobs: a queued one leaves the line at once, a running one stops at its next
+        step (in a shared batch only its images are dropped); its reservation is released."""
+        s = self.services
+        job = s.jobs.owned(Owner(identity.kind, identity.owner_key), job_id)
+        if job.state == QUEUED:
+            cancelled = GenerationCancelled("Cancelled before it started; nothing was charged.")
+            if self.settlement.fail(job, cancelled, from_states=(QUEUED,)):
+                self.local.ended(job_id, cancelled)
+            job = s.jobs.get(job_id) or job
+        if job.state == RUNNING:
+            s.jobs.request_cancel(job_id)
+            if self.worker is not None:
+                self.worker.cancel(job_id)
+        return self._status(job)
+
+    def cancel_page(self, identity: Identity, page: str) -> int:
+        """Cancel my open jobs sent from one page (the page's Cancel button); returns how many."""
+        owner = Owner(identity.kind, identity.owner_key)
+        open_jobs = self.services.jobs.of_owner(owner, page=page, open_only=True)
+        for job in open_jobs:
+            self.cancel(identity, job.id)
+        return len(open_jobs)
+
+    def job_status(self, identity: Identity, job_id: str) -> JobStatus:
+        return self._status(self.services.jobs.owned(Owner(identity.kind, identity.owner_key), job_id))
+
+    def jobs(self, identity: Identity, limit: int = 50) -> list[Job]:
+        """My recent requests, newest first (ended ones are kept `jobs.keep_finished_minutes`)."""
+        return self.services.jobs.of_owner(Owner(identity.kind, identity.owner_key), limit=limit)
+
+    def _status(self, job: Job) -> JobStatus:
+        place = eta = None
+        if job.state == QUEUED:
+            where = self.services.jobs.place(job)
+            place = where.ahead + 1
+            rate = self._speed()
+            if rate is not None:
+                eta = (where.work_ahead + job.num_images * job.steps) * rate
+        elif job.state == RUNNING and job.total_steps:
+            rate = self._speed()
+            if rate is not None:
+                eta = job.num_images * max(0, job.total_steps - job.step) * rate
+        return JobStatus(job.id, job.state, place, eta, job.step, job.total_steps, job.message)
+
+    def _speed(self) -> float | None:
+        now = time.monotonic()
+        if now - self._speed_at > 2.0:
+            self._speed_cache, self._speed_at = self.services.jobs.seconds_per_image_step(), now
+        return self._speed_cache
 
     def quote(self, identity: Identity, aspect_ratio: str | None = None, num_images: int = 1,
               steps: int | None = None) -> Quote:
@@ -360,6 +472,9 @@ class Studio:
         """Delete every row and file tied to this person and end all their sign-in sessions; only a keyed
         hash of the sign-in stays, for `privacy.closed_account_days` (no second sign-up grant)."""
         account = self._account(identity)
+        for job in self.jobs(identity, limit=1000):
+            if job.is_open:
+                self.cancel(identity, job.id)
         self.services.sessions.close_all(account.provider, account.provider_user_id)
         self.services.sessions.remember_closed(account.provider, account.provider_user_id)
         self.services.privacy.delete_account(identity)
@@ -385,10 +500,11 @@ class Studio:
 
     def sweep(self) -> SweepReport:
         """Delete expired images, files, exports and history rows."""
+        jobs = self.services.jobs.sweep()
         report = self.services.images.sweep()
         history = self.services.generation_log.sweep()
         self.services.sessions.sweep()
-        return SweepReport(report.images, report.files, report.exports, history)
+        return SweepReport(report.images, report.files, report.exports, history, jobs)
 
     def metrics_text(self) -> bytes:
         """This studio's Prometheus metrics as text (served at `/metrics` by the web app)."""
@@ -411,6 +527,9 @@ class Studio:
         self._sweeper.start()
 
     def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)

@@ -8,6 +8,7 @@ to `/files/...` (see `gradio_files.py`); none of them enters Gradio's public fil
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from nanobanana.errors import GenerationCancelled
 from nanobanana.generation import GenerationRequest, Mode
 from nanobanana.service.accounts import Identity
 from nanobanana.service.studio import Studio, StudioResult
@@ -23,6 +25,15 @@ from nanobanana.web.config import UIConfig
 from nanobanana.web.gradio_files import image_link, linked_file, read_uploads, site_root, uploaded_images
 from nanobanana.web.handlers import handler, user_error
 from nanobanana.web.routes import visitor_id
+
+
+def page_tag(request: gr.Request | None, tab: str) -> str | None:
+    """Which page (browser tab) and which of its tabs sent a request, as a hash: its Cancel button
+    cancels only those."""
+    session = getattr(request, "session_hash", None)
+    if not session:
+        return None
+    return hashlib.sha256(f"nanobanana-page:{session}:{tab}".encode()).hexdigest()[:32]
 
 
 class StudioUI:
@@ -91,7 +102,12 @@ class StudioUI:
                  identity: Identity, request: gr.Request, progress=gr.Progress()):
         """Text to image: the gallery, the seeds used, the seed box, the header and the new button."""
         req = self._request(prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler)
-        result, gallery = self._run(req, identity, request, progress)
+        try:
+            result, gallery = self._run(req, identity, request, progress, "create")
+        except GenerationCancelled as exc:
+            gr.Info(str(exc))  # the last good result stays on the page
+            return (gr.skip(), gr.skip(), gr.skip(), self.header(identity),
+                    *self._button(identity, ratio, num_images, steps))
         seeds = ", ".join(f"`{image.seed}`" for image in result.images)
         took = result.timings.get("total", 0.0)
         info = (f"Seeds: {seeds} · {took:.1f} s. To reproduce an image, untick *randomize* under "
@@ -99,16 +115,33 @@ class StudioUI:
         first = result.images[0].seed if result.images else seed
         return (gallery, info, first, self.header(identity), *self._button(identity, ratio, num_images, steps))
 
-    def _run(self, req: GenerationRequest, identity: Identity, request: gr.Request, progress: gr.Progress
-             ) -> tuple[StudioResult, list[tuple[str, str]]]:
-        """One request through the studio with a progress bar; returns the result and its gallery."""
-        progress(0, desc="Starting")
+    def _run(self, req: GenerationRequest, identity: Identity, request: gr.Request, progress: gr.Progress,
+             tab: str) -> tuple[StudioResult, list[tuple[str, str]]]:
+        """One request through the job queue, its place in line and then its steps on the progress bar;
+        returns the result and its gallery."""
+        progress(0, desc="Queued")
         result = self.studio.generate(
-            req, identity, on_step=lambda step, total: progress((step, total), desc="Denoising")
+            req, identity, page=page_tag(request, tab),
+            on_status=lambda status: progress(0, desc=status.describe()) if status.state == "queued" else None,
+            on_step=lambda step, total: progress((step, total), desc="Generating"),
         )
         for message in result.messages:
             gr.Warning(message)
         return result, self._gallery(request, result.images)
+
+    def _cancel(self, identity: Identity, request: gr.Request, tab: str) -> None:
+        """A Cancel button: cancels this page's open requests from that tab (Create or Edit)."""
+        tag = page_tag(request, tab)
+        if tag is None or not self.studio.cancel_page(identity, tag):
+            gr.Info("Nothing to cancel: no request from this page is waiting or running.")
+
+    @handler
+    def cancel_create(self, identity: Identity, request: gr.Request):
+        self._cancel(identity, request, "create")
+
+    @handler
+    def cancel_edit(self, identity: Identity, request: gr.Request):
+        self._cancel(identity, request, "edit")
 
     @staticmethod
     def _gallery(request: gr.Request, images) -> list[tuple[str, str]]:
@@ -125,7 +158,11 @@ class StudioUI:
         pictures = read_uploads(files, self.info.limits, max_side=self.max_input_side)
         req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
                             mode=Mode.EDIT, images=pictures, strength=strength)
-        result, gallery = self._run(req, identity, request, progress)
+        try:
+            result, gallery = self._run(req, identity, request, progress, "edit")
+        except GenerationCancelled as exc:
+            gr.Info(str(exc))
+            return gr.skip(), gr.skip(), self.header(identity)
         settings = result.generation.settings
         note = (f"Ran as **{settings.mode.value}** ({settings.pipeline}), strength {settings.strength}, "
                 f"seed `{result.generation.seeds[0]}`.")
@@ -145,7 +182,8 @@ class StudioUI:
         note = (f"{len(images)} image(s). Results are kept {self.info.anonymous_expiry_hours:g} h without an "
                 f"account and {self.info.account_expiry_hours / 24:g} days with one, then deleted.")
         return (self._gallery(request, images), presenters.history_table(images),
-                gr.update(choices=choices, value=choices[0][1] if choices else None), note)
+                gr.update(choices=choices, value=choices[0][1] if choices else None), note,
+                presenters.requests_table(self.studio.jobs(identity)))
 
     @handler
     def download_image(self, image_id, identity: Identity, request: gr.Request):
@@ -245,7 +283,10 @@ class StudioUI:
                                             lines=1, max_lines=4, scale=4, elem_id="nb-prompt",
                                             max_length=self.info.limits.max_prompt_chars,
                                             info=presenters.prompt_limits(self.info))
-                        run = gr.Button("Generate", variant="primary", scale=1, elem_id="nb-generate")
+                        with gr.Column(scale=1, min_width=140):
+                            run = gr.Button("Generate", variant="primary", elem_id="nb-generate")
+                            cancel_run = gr.Button("Cancel", variant="secondary", size="sm",
+                                                   elem_id="nb-cancel")
                     cost_note = gr.Markdown(elem_id="nb-cost")
                     with gr.Row():
                         ratio = gr.Dropdown(ratio_choices, value=defaults.aspect_ratio, label="Aspect ratio")
@@ -285,7 +326,10 @@ class StudioUI:
                                                        label="Steps")
                                 edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                                 edit_randomize = gr.Checkbox(True, label="Randomize seed")
-                            edit_run = gr.Button("Edit", variant="primary", elem_id="nb-edit-run")
+                            with gr.Row():
+                                edit_run = gr.Button("Edit", variant="primary", elem_id="nb-edit-run", scale=3)
+                                edit_cancel = gr.Button("Cancel", variant="secondary", elem_id="nb-edit-cancel",
+                                                        scale=1)
                         edit_result = gr.Gallery(label="Result", columns=2, height=300, object_fit="contain",
                                                  buttons=["download", "fullscreen"], elem_id="nb-edit-result")
                     edit_note = gr.Markdown(elem_id="nb-edit-note")
@@ -306,6 +350,8 @@ class StudioUI:
                         refresh_history = gr.Button("Refresh")
                     history_file = linked_file(label="Your download", interactive=False,
                                               elem_id="nb-history-file")
+                    requests = gr.Dataframe(label="Recent requests (ended ones are listed for an hour)",
+                                            interactive=False, wrap=True, elem_id="nb-requests")
 
                 with gr.Tab("Account", id="account") as account_tab:
                     account_text = gr.Markdown(elem_id="nb-account")
@@ -354,16 +400,22 @@ class StudioUI:
                   [ratio, num_images, steps], quote_outputs, api_name="quote", queue=False, trigger_mode="always_last",
                   show_progress="hidden")
             # Generate answers with the new button label too: no second call (and no re-planning) after it.
+            # The job queue decides the order (fair turns, batches), not Gradio's: every request waits in
+            # it at once, so no Gradio concurrency limit here.
             gr.on([run.click, prompt.submit], self.generate, create_inputs,
-                  [gallery, seeds, seed, header, run, cost_note], api_name="generate", concurrency_id="model")
+                  [gallery, seeds, seed, header, run, cost_note], api_name="generate", concurrency_limit=None)
+            cancel_run.click(self.cancel_create, None, None, api_name="cancel", queue=False,
+                             show_progress="hidden")
+            edit_cancel.click(self.cancel_edit, None, None, api_name="cancel_edit", queue=False,
+                              show_progress="hidden")
             edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
                            [edit_result, edit_note, header], api_name="edit",
-                           concurrency_id="model").then(self.edit_quote, edit_steps, edit_run,
+                           concurrency_limit=None).then(self.edit_quote, edit_steps, edit_run,
                                                          api_visibility="private", show_progress="hidden")
             gr.on([demo.load, edit_tab.select, edit_steps.change], self.edit_quote, edit_steps, edit_run,
                   api_name="edit_quote", queue=False, trigger_mode="always_last", show_progress="hidden")
 
-            history_outputs = [history_gallery, history_table, chosen, history_note]
+            history_outputs = [history_gallery, history_table, chosen, history_note, requests]
             gr.on([history_tab.select, refresh_history.click], self.history, None, history_outputs,
                   api_name="history")
             download_one.click(self.download_image, chosen, history_file, api_name="download_image")

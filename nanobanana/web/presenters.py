@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -96,6 +98,25 @@ def history_table(images: Sequence[StoredImage]) -> pd.DataFrame:
         for i in images
     ]
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+REQUEST_COLUMNS = ["sent (UTC)", "state", "images", "note"]
+STATE_LABELS = {"queued": "⏳ waiting", "running": "⚙️ running", "succeeded": "✅ done", "failed": "❌ failed",
+                "cancelled": "⏹ cancelled"}
+
+
+def requests_table(jobs: Sequence[Any]) -> pd.DataFrame:
+    """My recent requests with their state: what is waiting, what ran, and what failed and why."""
+    rows = [
+        {
+            "sent (UTC)": j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "state": STATE_LABELS.get(j.state, j.state),
+            "images": j.num_images,
+            "note": j.message or "",
+        }
+        for j in jobs
+    ]
+    return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
 
 
 def history_choices(images: Sequence[StoredImage]) -> list[tuple[str, str]]:

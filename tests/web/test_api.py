@@ -179,8 +179,9 @@ def test_raw_uploads_are_not_kept_on_the_server(app, tmp_path, signed_in):
 
 def test_history_lists_downloads_zips_and_deletes_my_images(app, tmp_path):
     c = client(app, session_cookie(app.url))
-    gallery, table, choice, _ = c.predict(api_name="/history")
+    gallery, table, choice, _, requests = c.predict(api_name="/history")
     assert len(gallery) >= 1 and table["headers"][0] == "prompt"
+    assert requests["headers"] == ["sent (UTC)", "state", "images", "note"] and "✅ done" in str(requests["data"])
     image_id = choice["value"]
     one = c.predict(image_id, api_name="/download_image")
     image = fetch(c, one["url"])

@@ -1,0 +1,284 @@
+"""The job worker: takes queued jobs in fair order, runs compatible ones as one pipeline call, and ends
+each through `Settlement`.
+
+By default one worker thread runs next to the app (`jobs.worker: local`). It
+
+- picks the next batch: the first job in (turn, created_at) order and every later queued job with the
+  same batch key, up to `max_batch_images` images. When the worker was idle and that leaves room, it waits
+  up to `batch_wait_ms` after the first job arrived, so that requests sent together run together;
+- claims the batch with a conditional update, so two workers on one database never run the same job;
+- renews a lease on its running jobs from a heartbeat thread, which also records progress and picks up
+  cancels asked for by other processes. A cancelled job in a shared batch loses only its own images; a
+  batch whose jobs are all cancelled stops at the next denoising step;
+- recovers at start and every lease period: running jobs whose lease expired (their process died) are
+  failed and their reservations released, or put back in line if their pipeline call never started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from nanobanana.errors import GenerationCancelled, GenerationFailed, JobInterrupted
+from nanobanana.generation import Plan
+from nanobanana.service.db import utcnow
+from nanobanana.service.jobs import Job, JobStore, pick_batch
+from nanobanana.service.settlement import Completed, Settlement
+
+if TYPE_CHECKING:
+    from nanobanana.service.build import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Local:
+    """A job submitted in this process: its plan (inputs decoded once) and how it is going."""
+
+    plan: Plan
+    step: tuple[int, int] = (0, 0)
+    ended: Completed | BaseException | None = None
+    kept_images: list[Any] = field(default_factory=list)
+
+
+class LocalJobs:
+    """Jobs submitted in this process, so their waiters hear of progress and ends without polling."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, _Local] = {}
+        self._changed = threading.Condition()
+
+    def add(self, job_id: str, plan: Plan) -> None:
+        with self._changed:
+            self._jobs[job_id] = _Local(plan)
+
+    def plan(self, job_id: str) -> Plan | None:
+        local = self._jobs.get(job_id)
+        return local.plan if local else None
+
+    def get(self, job_id: str) -> _Local | None:
+        return self._jobs.get(job_id)
+
+    def progress(self, job_ids: list[str], step: int, total: int) -> None:
+        with self._changed:
+            for job_id in job_ids:
+                if job_id in self._jobs:
+                    self._jobs[job_id].step = (step, total)
+            self._changed.notify_all()
+
+    def ended(self, job_id: str, outcome: Completed | BaseException, images: list[Any] | None = None) -> None:
+        with self._changed:
+            local = self._jobs.get(job_id)
+            if local is not None:
+                local.ended, local.kept_images = outcome, images or []
+            self._changed.notify_all()
+
+    def forget(self, job_id: str) -> None:
+        with self._changed:
+            self._jobs.pop(job_id, None)
+
+    def wait(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait(timeout)
+
+
+class Worker:
+    """Runs queued jobs in this process (see the module docstring)."""
+
+    def __init__(self, services: Services, jobs: JobStore, settlement: Settlement, local: LocalJobs) -> None:
+        self.services = services
+        self.jobs = jobs
+        self.settlement = settlement
+        self.local = local
+        self.config = services.config.jobs
+        self.id = f"{socket.gethostname()[:30]}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._running: list[str] = []  # ids of the batch being run
+        self._cancelled: set[str] = set()
+        self._cancel_batch = threading.Event()
+        self._progress: dict[str, tuple[int, int]] = {}
+        self._last_recovery = 0.0
+        self.on_batch: Callable[[list[Job]], None] | None = None  # tests and eval watch batches form
+
+    # -- life -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._threads:
+            return
+        self.recover()
+        for name, target in (("nanobanana-worker", self._loop), ("nanobanana-lease", self._heartbeat)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._cancel_batch.set()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+        self._threads = []
+
+    def wake(self) -> None:
+        """A job was queued in this process: look now rather than at the next poll."""
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job this worker is running (its owner asked): its images are dropped."""
+        with self._lock:
+            if job_id in self._running:
+                self._cancelled.add(job_id)
+                if set(self._running) <= self._cancelled:
+                    self._cancel_batch.set()
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - self._last_recovery > self.config.lease_seconds:
+                    self.recover()
+                batch = self._next_batch()
+                if batch:
+                    self.run(batch)
+            except Exception:
+                log.exception("the job worker hit an error; it goes on")
+                self._stop.wait(1.0)
+
+    def _next_batch(self) -> list[Job]:
+        self._wake.clear()
+        batch = pick_batch(self.jobs.queued(), self.config.max_batch_images)
+        if not batch:
+            self._wake.wait(self.config.poll_seconds)
+            return []
+        # A batch with room, whose first job has just arrived: let requests sent at the same time join it.
+        window = self.config.batch_wait_ms / 1000
+        deadline = time.monotonic() + window - (utcnow() - batch[0].created_at).total_seconds()
+        while sum(j.num_images for j in batch) < self.config.max_batch_images and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.clear()
+            self._wake.wait(left)
+            batch = pick_batch(self.jobs.queued(), self.config.max_batch_images) or batch
+        return self.jobs.claim([j.id for j in batch], self.id)
+
+    def run(self, batch: list[Job]) -> None:
+        """Run one claimed batch as one pipeline call and end each of its jobs."""
+        if self.on_batch is not None:
+            self.on_batch(batch)
+        plans: list[Plan] = []
+        runnable: list[Job] = []
+        for job in batch:
+            try:
+                plans.append(self.local.plan(job.id) or Plan(job.plan_settings(), self.jobs.load_inputs(job),
+                                                             job.warnings))
+                runnable.append(job)
+            except Exception as exc:  # its inputs are gone (a data folder restored without them)
+                self.settlement.fail(job, exc, worker=self.id)
+                self._end(job, exc)
+        if not runnable:
+            return
+        ids = [job.id for job in runnable]
+        with self._lock:
+            self._running, self._cancelled = ids, set()
+            self._cancel_batch.clear()
+        self.jobs.mark_started(ids, self.id)
+        images = sum(job.num_images for job in runnable)
+        try:
+            self._execute(runnable, plans, images)
+        finally:
+            with self._lock:
+                self._running = []
+                for job_id in ids:
+                    self._progress.pop(job_id, None)
+
+    def _execute(self, batch: list[Job], plans: list[Plan], images: int) -> None:
+        def on_step(step: int, total: int) -> None:
+            with self._lock:
+                for job in batch:
+                    self._progress[job.id] = (step, total)
+            self.local.progress([job.id for job in batch], step, total)
+
+        started = time.perf_counter()
+        try:
+            results = self.services.generator.run_batch(plans, on_step=on_step, cancel=self._cancel_batch)
+        except GenerationFailed:
+            if len(batch) == 1 or self._cancel_batch.is_set():
+                self._fail_all(batch, sys.exc_info()[1], images, time.perf_counter() - started)
+                return
+            # One request can break a shared call (a prompt that trips the model): each runs alone, so
+            # only that one fails.
+            log.warning("a batch of %d requests failed; running each alone", len(batch))
+            for job, plan in zip(batch, plans, strict=True):
+                self._execute([job], [plan], job.num_images)
+            return
+        except BaseException as exc:
+            self._fail_all(batch, exc, images, time.perf_counter() - started)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        seconds = time.perf_counter() - started
+        for job, result in zip(batch, results, strict=True):
+            if job.id in self._cancelled:
+                cancelled = GenerationCancelled("Cancelled; nothing was charged.")
+                self.settlement.fail(job, cancelled, worker=self.id, batch_images=images, run_seconds=seconds)
+                self._end(job, cancelled)
+                continue
+            outcome = self.settlement.complete(job, result, self.id, batch_images=images, run_seconds=seconds)
+            self._end(job, outcome, result.images)
+
+    def _fail_all(self, batch: list[Job], exc: BaseException | None, images: int, seconds: float) -> None:
+        for job in batch:
+            reason = GenerationCancelled("Cancelled; nothing was charged.") if job.id in self._cancelled else exc
+            self.settlement.fail(job, reason, worker=self.id, batch_images=images, run_seconds=seconds)
+            self._end(job, reason)
+
+    def _end(self, job: Job, outcome: Any, images: list[Any] | None = None) -> None:
+        if isinstance(outcome, Completed | BaseException):
+            self.local.ended(job.id, outcome, images)
+
+    # -- leases ---------------------------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        every = min(1.0, self.config.lease_seconds / 3)
+        while not self._stop.wait(every):
+            with self._lock:
+                running = list(self._running)
+                progress = {k: v for k, v in self._progress.items() if k in running}
+            if not running:
+                continue
+            try:
+                asked = self.jobs.renew(self.id, progress)
+            except Exception:
+                log.exception("could not renew the job lease")
+                continue
+            for job_id in asked & set(running):
+                self.cancel(job_id)
+
+    def recover(self) -> int:
+        """End the jobs of workers that stopped renewing their lease; returns how many were handled."""
+        self._last_recovery = time.monotonic()
+        handled = 0
+        for job in self.jobs.expired():
+            if job.started_at is None:
+                handled += self.jobs.requeue(job)
+                continue
+            interrupted = JobInterrupted(
+                "This request was interrupted (the server restarted or a worker stopped) before it finished; "
+                "nothing was charged. Please send it again."
+            )
+            if self.settlement.fail(job, interrupted, expired_only=True):
+                handled += 1
+                log.warning("recovered an interrupted job (its worker's lease ran out %s ago)",
+                            timedelta(seconds=int((utcnow() - job.lease_until).total_seconds())))
+        return handled

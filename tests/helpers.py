@@ -34,15 +34,17 @@ def service_config(data_dir: Path, database_url: str | None = None, **sections) 
 
 
 def make_studio(data_dir: Path, generator: Generator, *, database_url: str | None = None, safety=None,
-                real_safety: bool = False, **sections):
+                real_safety: bool = False, start_worker: bool = True, **sections):
     """A studio on `data_dir`; the safety filter is `safety`, a new `WordFilter`, or (`real_safety`) the
-    default `nanobanana.safety.SafetyChecker`."""
+    default `nanobanana.safety.SafetyChecker`. `start_worker=False`: jobs stay queued until a test runs
+    them (`studio.start_worker()`, or a `Worker` of its own)."""
     from nanobanana.service.build import build_studio
 
     config = service_config(data_dir, database_url, **sections)
     if not real_safety:
         safety = safety or WordFilter()
-    return build_studio({}, generator=generator, safety=safety, config=config, start_sweeper=False)
+    return build_studio({}, generator=generator, safety=safety, config=config, start_sweeper=False,
+                        start_worker=start_worker)
 
 
 def all_rows(engine: sa.Engine) -> dict[str, list[dict]]:

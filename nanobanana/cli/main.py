@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "nanobanana.cli.generate",
     "nanobanana.cli.safety",
     "nanobanana.cli.operator",
+    "nanobanana.cli.worker",
 ]
 
 

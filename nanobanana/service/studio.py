@@ -163,7 +163,7 @@ class Studio:
         `GenerationFailed`, `GenerationCancelled`, `JobInterrupted`, `DuplicateRequest`, `ServiceError`.
         """
         job_id = self.submit(request, identity, request_id=request_id, page=page)
-        return self.wait(job_id, identity, on_step=on_step, on_status=on_status, cancel=cancel)
+        return self.wait(identity, job_id, on_step=on_step, on_status=on_status, cancel=cancel)
 
     def submit(self, request: GenerationRequest | Plan, identity: Identity, *, request_id: str | None = None,
                page: str | None = None) -> str:
@@ -236,7 +236,7 @@ class Studio:
         except Exception:
             log.exception("could not record the usage row of a failed request")
 
-    def wait(self, job_id: str, identity: Identity, *, on_step: Callable[[int, int], None] | None = None,
+    def wait(self, identity: Identity, job_id: str, *, on_step: Callable[[int, int], None] | None = None,
              on_status: Callable[[JobStatus], None] | None = None, cancel: threading.Event | None = None,
              timeout: float | None = None) -> StudioResult:
         """Follow one of my jobs to its end: `on_status` hears its place in line and ETA (about once a

@@ -94,11 +94,12 @@ class LocalJobs:
 class Worker:
     """Runs queued jobs in this process (see the module docstring)."""
 
-    def __init__(self, services: Services, jobs: JobStore, settlement: Settlement, local: LocalJobs) -> None:
+    def __init__(self, services: Services, jobs: JobStore, settlement: Settlement, local: LocalJobs | None = None
+                 ) -> None:
         self.services = services
         self.jobs = jobs
         self.settlement = settlement
-        self.local = local
+        self.local = local or LocalJobs()
         self.config = services.config.jobs
         self.id = f"{socket.gethostname()[:30]}-{os.getpid()}-{secrets.token_hex(4)}"
         self._wake = threading.Event()
@@ -148,18 +149,23 @@ class Worker:
             try:
                 if time.monotonic() - self._last_recovery > self.config.lease_seconds:
                     self.recover()
-                batch = self._next_batch()
-                if batch:
-                    self.run(batch)
+                if not self.run_once():
+                    self._wake.wait(self.config.poll_seconds)
             except Exception:
                 log.exception("the job worker hit an error; it goes on")
                 self._stop.wait(1.0)
+
+    def run_once(self) -> list[Job]:
+        """Claim the next batch and run it; returns it (empty: nothing was queued)."""
+        batch = self._next_batch()
+        if batch:
+            self.run(batch)
+        return batch
 
     def _next_batch(self) -> list[Job]:
         self._wake.clear()
         batch = pick_batch(self.jobs.queued(), self.config.max_batch_images)
         if not batch:
-            self._wake.wait(self.config.poll_seconds)
             return []
         # A batch with room, whose first job has just arrived: let requests sent at the same time join it.
         window = self.config.batch_wait_ms / 1000
@@ -177,6 +183,7 @@ class Worker:
         """Run one claimed batch as one pipeline call and end each of its jobs."""
         if self.on_batch is not None:
             self.on_batch(batch)
+        log.info("worker %s runs a batch of %d job(s): %s", self.id, len(batch), " ".join(j.id for j in batch))
         plans: list[Plan] = []
         runnable: list[Job] = []
         for job in batch:

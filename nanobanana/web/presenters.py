@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 

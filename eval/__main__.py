@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "eval.speed",
     "eval.errors",
     "eval.adherence",
+    "eval.throughput",
     "eval.report",
 ]
 

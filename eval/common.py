@@ -184,7 +184,8 @@ def command_line(command: str, args: argparse.Namespace, *names: str) -> str:
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value is not False:
-            parts.append(f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}"))
+            shown = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
+            parts.append(f"--{name.replace('_', '-')}" + ("" if value is True else f" {shown}"))
     parts.append(f"--seed {args.seed}")
     return " ".join(parts)
 

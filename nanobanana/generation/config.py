@@ -95,11 +95,16 @@ class Limits(BaseModel):
 class GenerationFileConfig(BaseModel):
     model: str = "bundled"
     limits: Limits = Field(default_factory=Limits)
+    cpu_threads: int = Field(1, ge=0)
 
 
 class GenerationConfig(BaseModel):
     model: ModelConfig
     limits: Limits
+    # torch's CPU threads for the whole process, set when a model loads on the CPU (0: torch's default).
+    # A server runs torch in several threads (the job worker, the prompt filter in request threads); each
+    # keeps its own OpenMP team, and on a small CPU they take the cores from each other.
+    cpu_threads: int = Field(1, ge=0)
 
 
 def model_config_from_reference(reference: str, directory: Path | None = None) -> ModelConfig:
@@ -126,4 +131,5 @@ def load_generation_config(environ: Mapping[str, str] | None = None, directory: 
     environ = os.environ if environ is None else environ
     app = load_section("generation", GenerationFileConfig, environ=environ, directory=directory)
     reference = environ.get("NANOBANANA_MODEL") or app.model
-    return GenerationConfig(model=model_config_from_reference(reference, directory), limits=app.limits)
+    return GenerationConfig(model=model_config_from_reference(reference, directory), limits=app.limits,
+                            cpu_threads=app.cpu_threads)

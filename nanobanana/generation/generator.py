@@ -23,7 +23,7 @@ from PIL import Image
 from nanobanana.errors import GenerationCancelled, GenerationFailed, NanobananaError
 from nanobanana.generation.aspect import AspectSize, all_sizes
 from nanobanana.generation.config import GenerationConfig, load_generation_config
-from nanobanana.generation.loader import LoadedModel, load_model
+from nanobanana.generation.loader import LoadedModel, load_model, resolve_device
 from nanobanana.generation.plan import Plan, check_counts, make_plan, output_size
 from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode, StageTimings
 
@@ -92,6 +92,8 @@ class Generator:
         if self._model is None:
             with self._load_lock:
                 if self._model is None:
+                    if self.config.cpu_threads and resolve_device(self.config.model)[0] == "cpu":
+                        torch.set_num_threads(self.config.cpu_threads)
                     model = load_model(self.config.model)
                     _install_stage_hooks(model, self._clock)
                     self._model = model

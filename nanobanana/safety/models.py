@@ -64,15 +64,18 @@ def load_sentence_model() -> Any:
 
 
 def _quiet_session(model_path: str) -> Any:
-    """An onnxruntime session whose idle threads sleep instead of spinning.
+    """An onnxruntime session on one thread whose idle threads sleep instead of spinning.
 
     By default they spin after every call, which slowed the diffusion step that follows an image check
-    about twofold on a 2-core machine (eval/speed.py).
+    about twofold on a 2-core machine (eval/speed.py). One thread: the job worker checks one batch's
+    images while the model makes the next; on 2 cores each gets one (41 ms an image alone, 34 ms with two
+    threads, but then the model's step waits).
     """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])

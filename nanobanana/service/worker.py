@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
 import socket
 import sys
@@ -105,6 +106,9 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Batches whose images are being checked and stored, while the next batch runs on the model.
+        self._finishing: queue.Queue | None = None
+        self._finishing_ids: set[str] = set()
         self._lock = threading.Lock()
         self._running: list[str] = []  # ids of the batch being run
         self._cancelled: set[str] = set()
@@ -118,7 +122,9 @@ class Worker:
         if self._threads:
             return
         self.recover()
-        for name, target in (("nanobanana-worker", self._loop), ("nanobanana-lease", self._heartbeat)):
+        self._finishing = queue.Queue(maxsize=2)
+        for name, target in (("nanobanana-worker", self._loop), ("nanobanana-lease", self._heartbeat),
+                             ("nanobanana-finisher", self._finisher)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -128,8 +134,14 @@ class Worker:
         self._wake.set()
         self._cancel_batch.set()
         for thread in self._threads:
+            if thread.name != "nanobanana-finisher":
+                thread.join(timeout=timeout)
+        if self._finishing is not None:
+            self._finishing.put(None)  # after what is still being finished
+        for thread in self._threads:
             thread.join(timeout=timeout)
         self._threads = []
+        self._finishing = None
 
     def wake(self) -> None:
         """A job was queued in this process: look now rather than at the next poll."""
@@ -236,8 +248,34 @@ class Worker:
                 raise
             return
         seconds = time.perf_counter() - started
-        for job, result in zip(batch, results, strict=True):
-            if job.id in self._cancelled:
+        cancelled = set(self._cancelled)
+        finishing = self._finishing
+        if finishing is not None:  # the worker thread goes on to the next batch meanwhile
+            with self._lock:
+                self._finishing_ids.update(job.id for job in batch)
+            finishing.put((batch, results, cancelled, images, seconds))
+        else:
+            self._finish(batch, results, cancelled, images, seconds)
+
+    def _finisher(self) -> None:
+        assert self._finishing is not None
+        finishing = self._finishing
+        while (item := finishing.get()) is not None:
+            batch = item[0]
+            try:
+                self._finish(*item)
+            except Exception:
+                log.exception("could not finish a batch")
+            finally:
+                with self._lock:
+                    self._finishing_ids.difference_update(job.id for job in batch)
+
+    def _finish(self, batch: list[Job], results: list[Any], cancelled: set[str], images: int,
+                seconds: float) -> None:
+        """Image safety, storage and settlement, per job; the smallest first (a one-image request that
+        shared a call with a four-image one is not kept waiting for its checks)."""
+        for job, result in sorted(zip(batch, results, strict=True), key=lambda pair: pair[0].num_images):
+            if job.id in cancelled:
                 cancelled = GenerationCancelled("Cancelled; nothing was charged.")
                 self.settlement.fail(job, cancelled, worker=self.id, batch_images=images, run_seconds=seconds)
                 self._end(job, cancelled)
@@ -262,7 +300,8 @@ class Worker:
             with self._lock:
                 running = list(self._running)
                 progress = {k: v for k, v in self._progress.items() if k in running}
-            if not running:
+                held = bool(running or self._finishing_ids)
+            if not held:
                 continue
             try:
                 asked = self.jobs.renew(self.id, progress)

@@ -55,7 +55,11 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
   given), when the account was created, whether you want service updates, your credit balance and every
   credit movement (grants, charges, refunds); your images for **{_hours(storage.account_expiry_hours)}**;
   your generation history (prompts, settings, times) for **{privacy.history_retention_days:g} days**.
-- **Uploaded images** for image-to-image and edits are processed in memory and never stored.
+- **Requests in the queue:** while a request waits or runs, its prompt, settings and (for edits) the
+  uploaded images are kept with it, so that it survives a restart; they are deleted when it ends. A line
+  saying when it was sent, its state and how many images it asked for (no prompt) then stays for
+  **{config.jobs.keep_finished_minutes:g} minutes**, so your History tab can list it.
+- **Uploaded images** for image-to-image and edits are never stored beyond their request.
 
 ## Limits
 - Free allowance without an account: **{allowance.anonymous_images_per_day} images per day**, counted per

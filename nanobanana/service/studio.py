@@ -247,17 +247,19 @@ class Studio:
         deadline = None if timeout is None else time.monotonic() + timeout
         checked, step, cancel_sent = 0.0, (0, 0), False
         job = s.jobs.owned(owner, job_id)
+        # This process's worker tells its waiters at once; a job run elsewhere is followed in the database.
+        every = 1.0 if self.worker is not None else 0.25
         while True:
             local = self.local.get(job_id)
             if local is not None and local.ended is not None:
                 break
-            if local is None or time.monotonic() - checked >= 1.0:
+            if local is None or time.monotonic() - checked >= every:
                 job, checked = s.jobs.owned(owner, job_id), time.monotonic()
                 if not job.is_open:
                     break
                 if on_status is not None:
                     on_status(self._status(job))
-                if local is None and job.step and (job.step, job.total_steps) != step:
+                if (local is None or not local.step[0]) and job.step and (job.step, job.total_steps) != step:
                     step = (job.step, job.total_steps)
                     if on_step is not None:
                         on_step(*step)

@@ -311,8 +311,8 @@ class StudioUI:
                     gr.Examples(config.examples, inputs=[prompt], label="Examples")
 
                 with gr.Tab("Edit", id="edit") as edit_tab:
-                    gr.Markdown("Upload one or more images and say what to change. Uploads are read in "
-                                "memory and not kept.")
+                    gr.Markdown("Upload one or more images and say what to change. Uploads are kept only "
+                                "until your request ends.")
                     with gr.Row():
                         with gr.Column():
                             uploads = uploaded_images(file_count="multiple", file_types=["image"],
@@ -403,15 +403,16 @@ class StudioUI:
             # The job queue decides the order (fair turns, batches), not Gradio's: every request waits in
             # it at once, so no Gradio concurrency limit here.
             gr.on([run.click, prompt.submit], self.generate, create_inputs,
-                  [gallery, seeds, seed, header, run, cost_note], api_name="generate", concurrency_limit=None)
+                  [gallery, seeds, seed, header, run, cost_note], api_name="generate", concurrency_limit=None,
+                  show_progress_on=[gallery])
             cancel_run.click(self.cancel_create, None, None, api_name="cancel", queue=False,
                              show_progress="hidden")
             edit_cancel.click(self.cancel_edit, None, None, api_name="cancel_edit", queue=False,
                               show_progress="hidden")
             edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
                            [edit_result, edit_note, header], api_name="edit",
-                           concurrency_limit=None).then(self.edit_quote, edit_steps, edit_run,
-                                                         api_visibility="private", show_progress="hidden")
+                           concurrency_limit=None, show_progress_on=[edit_result]).then(
+                self.edit_quote, edit_steps, edit_run, api_visibility="private", show_progress="hidden")
             gr.on([demo.load, edit_tab.select, edit_steps.change], self.edit_quote, edit_steps, edit_run,
                   api_name="edit_quote", queue=False, trigger_mode="always_last", show_progress="hidden")
 

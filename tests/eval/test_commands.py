@@ -132,3 +132,19 @@ def test_report_holds_every_section_table_and_plot(results):
     assert len(images) >= 5
     for name in images:
         assert f"({name})" in md and f"src='{name}'" in html
+
+
+@pytest.mark.slow
+def test_throughput_compares_both_apps_over_http_and_writes_its_report(tiny_model_yaml, tmp_path):
+    out = tmp_path / "throughput"
+    _run("throughput", "--small", "--clients", "1", "2", "--seconds", "2", "--model", str(tiny_model_yaml),
+         "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["clients"] for row in summary["by_clients"]] == [1, 2]
+    for row in summary["by_clients"]:
+        assert row["ours_requests"] > 0 and row["naive_requests"] > 0
+        assert row["ours_failures"] == 0 and row["naive_failures"] == 0
+    fair = summary["fairness"]
+    assert fair["ours"]["light_requests"] > 0 and fair["ours"]["light_wait_p95"] is not None
+    report = (out / "report.md").read_text()
+    assert "| 2 |" in report and "Why the ratio moves" in report and (out / "throughput.png").stat().st_size

@@ -307,3 +307,20 @@ def test_account_deletion_removes_its_jobs_and_their_inputs(queued_studio):
     with queued_studio.services.db.engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(jobs)).scalar() == 0
     assert list(queued_studio.services.jobs.inputs_dir.iterdir()) == []
+
+
+def test_a_job_run_by_another_process_is_followed_through_the_database(data_dir, fast_generator):
+    # Two studios on one data folder and database: a web replica that only submits, and a worker.
+    web = make_studio(data_dir, fast_generator, start_worker=False, jobs={"worker": "none"})
+    worker = make_studio(data_dir, fast_generator, start_worker=True, jobs={"batch_wait_ms": 0})
+    try:
+        maria = web.sign_in(MARIA)
+        steps: list[tuple[int, int]] = []
+        result = web.generate(request("a circle", steps=3, num_images=2, seed=3), maria.identity,
+                              on_step=lambda step, total: steps.append((step, total)))
+        assert [image.seed for image in result.images] == [3, 4] and len(result.generation.images) == 2
+        assert result.charged == 2 and result.balance == maria.balance - 2
+        assert web.services.jobs.get(result.request_id).worker == worker.worker.id
+    finally:
+        worker.close()
+        web.close()

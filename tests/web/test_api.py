@@ -242,7 +242,7 @@ def test_progress_follows_the_denoising_steps(app):
     ui = StudioUI(app.studio, load_ui_config({}))
     ui.generate("a green star on the left, black background", "1:1", 1, "", 4, 4.0, 0, True, "",
                 None, request, progress=progress)
-    assert (4, 4) in calls and calls[0] == 0
+    assert (4, 4) in calls and calls[0] == 0  # "Queued", then the steps
 
 
 def test_opted_in_accounts_see_announcements(app):

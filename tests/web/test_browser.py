@@ -220,3 +220,50 @@ def test_a_person_exports_their_data_then_deletes_the_account(page, tmp_path, ap
     assert page.get_by_role("button", name="Sign in with Hugging Face").is_visible()
     assert app.studio.services.accounts.find_by_provider("local", "local-dev") is None
     shot(page, "07-after-delete")
+
+
+@pytest.fixture(scope="module")
+def slow_app(generator, tmp_path_factory):
+    """An app whose (fake) model takes 3 s per call: requests have to wait in line."""
+    from tests.fakes import FastGenerator
+
+    studio, web = build_test_app(FastGenerator(generator, seconds=3.0), tmp_path_factory.mktemp("ui-queue-data"),
+                                 allowance=5)
+    with Server(web) as server:
+        server.studio = studio
+        yield server
+    studio.close()
+
+
+@pytest.mark.parametrize("viewport", [(1280, 1000), (390, 844)], ids=["desktop", "phone"])
+def test_a_person_sees_their_place_in_line_and_cancels_without_paying(browser, slow_app, viewport):
+    from nanobanana.service.accounts import Identity
+    from tests.helpers import request
+
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(slow_app.url + "/")
+        page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('5 of 5')")
+        # Someone else's request is on the model: ours waits behind it.
+        other = slow_app.studio.submit(request("someone else's circle", steps=3), Identity.anonymous("other"))
+        page.locator("#nb-prompt textarea").fill("a blue square on a white background")
+        page.locator("#nb-generate").click()
+        page.get_by_text(re.compile(r"Waiting: next in line")).first.wait_for(timeout=10_000)
+        shot(page, f"13-queue-place-{viewport[0]}")
+        page.locator("#nb-cancel").click()
+        page.get_by_text("Cancelled before it started; nothing was charged.").first.wait_for()
+        shot(page, f"14-queue-cancelled-{viewport[0]}")
+        page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('5 of 5')")
+        assert "Error" not in page.locator("#nb-gallery").inner_text()
+        slow_app.studio.wait(Identity.anonymous("other"), other)
+
+        # Running: it stops at the next step, and the free image is not used either.
+        page.locator("#nb-generate").click()
+        page.get_by_text(re.compile(r"Generating")).first.wait_for(timeout=10_000)
+        page.locator("#nb-cancel").click()
+        page.get_by_text("Cancelled; nothing was charged.").first.wait_for()
+        page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('5 of 5')")
+    finally:
+        context.close()

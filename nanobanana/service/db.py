@@ -165,6 +165,7 @@ jobs = sa.Table(
     sa.Column("page", sa.String(64), nullable=True),  # a hash of the page (tab) that sent it, for its Cancel
     sa.Column("state", sa.String(16), nullable=False),  # queued | running | succeeded | failed | cancelled
     sa.Column("turn", sa.Integer, nullable=False),  # fair order: served by (turn, created_at)
+    sa.Column("model", sa.String(255), nullable=False),  # a worker runs only jobs for the model it has loaded
     sa.Column("batch_key", sa.String(255), nullable=False),  # jobs with equal keys share a pipeline call
     sa.Column("payer", sa.String(16), nullable=False),  # credits | allowance
     sa.Column("num_images", sa.Integer, nullable=False),

@@ -14,8 +14,10 @@ database, since the order lives in the rows.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +36,17 @@ from nanobanana.service.db import Database, jobs, utcnow
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 OPEN_STATES = (QUEUED, RUNNING)
 PROMPT_FIELDS = ("prompt", "negative_prompt")
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # also a folder name under jobs/: nothing a path is made of
+INPUTS_GRACE_SECONDS = 600  # an input folder without its row may belong to a submission in progress
+
+
+def check_job_id(job_id: object) -> str:
+    """A job id as we accept them (our own, or a caller's request id): letters, digits, - and _."""
+    from nanobanana.errors import InvalidRequest
+
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise InvalidRequest("A request id must be 1 to 32 letters, digits, '-' or '_'.")
+    return job_id
 ENDED_STATES = (SUCCEEDED, FAILED, CANCELLED)
 
 
@@ -116,6 +129,20 @@ def _job(row: sa.Row) -> Job:
     )
 
 
+def _without_quotes(result: dict[str, Any], prompts: list[str]) -> dict[str, Any]:
+    """A job's result without the messages that quote its prompt (a truncation notice does)."""
+    quoted = [p[:40] for p in prompts if len(p) >= 4]
+
+    def clean(messages: Any) -> list[str]:
+        return [m for m in messages or [] if not any(q in str(m) for q in quoted)]
+
+    out = dict(result)
+    out["messages"] = clean(result.get("messages"))
+    if isinstance(result.get("generation"), dict):
+        out["generation"] = {**result["generation"], "warnings": clean(result["generation"].get("warnings"))}
+    return out
+
+
 def batch_key(plan: Plan, model_id: str) -> str:
     """Jobs with the same key can share one pipeline call: same model, mode, pipeline, size, steps,
     guidance, scheduler and strength (prompts, negative prompts, seeds and image counts may differ).
@@ -166,6 +193,8 @@ class JobStore:
         """Insert a queued job in the caller's transaction (the one that reserves its cost); returns its
         turn. Raises `JobLimitReached` when the owner already has `max_open_per_person` open jobs."""
         mine = (jobs.c.owner_kind == owner.kind, jobs.c.owner_key == owner.owner_key)
+        if conn.dialect.name == "postgresql":  # one submission per person at a time: the cap and turns hold
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": owner.owner_key})
         open_now = conn.execute(
             sa.select(sa.func.count()).select_from(jobs).where(*mine, jobs.c.state.in_(OPEN_STATES))
         ).scalar_one()
@@ -178,14 +207,17 @@ class JobStore:
         serving = conn.execute(
             sa.select(sa.func.max(jobs.c.turn)).where(jobs.c.claimed_at.is_not(None))
         ).scalar()
-        last = conn.execute(sa.select(sa.func.max(jobs.c.turn)).where(*mine)).scalar()
+        # The owner's last turn: open jobs and ones that were served (not those cancelled while waiting).
+        last = conn.execute(sa.select(sa.func.max(jobs.c.turn)).where(
+            *mine, sa.or_(jobs.c.state.in_(OPEN_STATES), jobs.c.claimed_at.is_not(None)))).scalar()
         turn = max(int(serving or 0), -1 if last is None else int(last) + 1)
         settings = plan.settings.to_dict()
         settings["warnings"] = list(plan.warnings)
         settings["model"] = model
         settings["timings"] = timings or {}
         conn.execute(jobs.insert().values(
-            id=job_id, owner_kind=owner.kind, owner_key=owner.owner_key, page=page, state=QUEUED, turn=turn,
+            id=check_job_id(job_id), owner_kind=owner.kind, owner_key=owner.owner_key, page=page, state=QUEUED,
+            turn=turn, model=model[:255],
             batch_key=key, payer=payer, num_images=plan.settings.num_images, per_image=per_image,
             steps=plan.settings.steps, settings=settings, inputs=len(plan.images), created_at=utcnow(),
             cancel_requested=False, step=0, total_steps=plan.settings.steps,
@@ -193,9 +225,10 @@ class JobStore:
         return turn
 
     def save_inputs(self, job_id: str, images: Iterable[Image.Image]) -> None:
-        """Keep a job's input images until it ends, so any worker (or this one after a restart) can run it."""
-        folder = self.inputs_dir / job_id
-        folder.mkdir(parents=True, exist_ok=True)
+        """Keep a job's input images until it ends, so any worker (or this one after a restart) can run it.
+        Raises `FileExistsError` when the folder exists: that id is someone's job already."""
+        folder = self.inputs_dir / check_job_id(job_id)
+        folder.mkdir(parents=True, exist_ok=False)
         for i, image in enumerate(images):
             image.save(folder / f"{i}.png", format="PNG", compress_level=1)
 
@@ -208,7 +241,7 @@ class JobStore:
         return tuple(loaded)
 
     def remove_inputs(self, job_id: str) -> None:
-        shutil.rmtree(self.inputs_dir / job_id, ignore_errors=True)
+        shutil.rmtree(self.inputs_dir / check_job_id(job_id), ignore_errors=True)
 
     # -- reading ------------------------------------------------------------------------------------
     def get(self, job_id: str, conn: Connection | None = None) -> Job | None:
@@ -234,13 +267,13 @@ class JobStore:
             rows = c.execute(query.order_by(jobs.c.created_at.desc()).limit(limit)).all()
         return [_job(r) for r in rows]
 
-    def queued(self, limit: int = 500) -> list[Job]:
-        """Queued jobs in serving order."""
+    def queued(self, model: str | None = None, limit: int = 500) -> list[Job]:
+        """Queued jobs in serving order (for one model, when given)."""
+        query = sa.select(jobs).where(jobs.c.state == QUEUED)
+        if model is not None:
+            query = query.where(jobs.c.model == model[:255])
         with self.db.transaction() as c:
-            rows = c.execute(
-                sa.select(jobs).where(jobs.c.state == QUEUED)
-                .order_by(jobs.c.turn, jobs.c.created_at, jobs.c.id).limit(limit)
-            ).all()
+            rows = c.execute(query.order_by(jobs.c.turn, jobs.c.created_at, jobs.c.id).limit(limit)).all()
         return [_job(r) for r in rows]
 
     def place(self, job: Job) -> Place:
@@ -288,10 +321,22 @@ class JobStore:
         order = {job_id: i for i, job_id in enumerate(job_ids)}
         return sorted((_job(r) for r in rows), key=lambda j: order[j.id])
 
-    def mark_started(self, job_ids: Sequence[str], worker: str) -> None:
+    def mark_started(self, job_ids: Sequence[str], worker: str) -> set[str]:
+        """Note that the pipeline call begins; returns the ids still held by `worker`."""
         with self.db.transaction() as c:
-            c.execute(jobs.update().where(jobs.c.id.in_(list(job_ids)), jobs.c.worker == worker,
-                                          jobs.c.state == RUNNING).values(started_at=utcnow()))
+            return set(c.execute(
+                jobs.update().where(jobs.c.id.in_(list(job_ids)), jobs.c.worker == worker, jobs.c.state == RUNNING)
+                .values(started_at=utcnow()).returning(jobs.c.id)
+            ).scalars())
+
+    def release(self, batch: Sequence[Job], worker: str) -> int:
+        """Hand a batch this worker will not finish (it is stopping) back to the line, turns kept."""
+        with self.db.transaction() as c:
+            return c.execute(
+                jobs.update().where(jobs.c.id.in_([j.id for j in batch]), jobs.c.worker == worker,
+                                    jobs.c.state == RUNNING)
+                .values(state=QUEUED, worker=None, claimed_at=None, started_at=None, lease_until=None, step=0)
+            ).rowcount
 
     def set_pending_files(self, job_id: str, worker: str, image_ids: list[str]) -> None:
         """Say which image files are about to be written for a job, so a crash cannot leave them behind."""
@@ -299,34 +344,42 @@ class JobStore:
             c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker == worker)
                       .values(pending_files=image_ids))
 
-    def renew(self, worker: str, progress: dict[str, tuple[int, int]]) -> set[str]:
-        """Extend the lease on this worker's running jobs and record their progress; returns the ids of
-        those whose owner asked to cancel."""
+    def renew(self, worker: str, job_ids: Iterable[str], progress: dict[str, tuple[int, int]]) -> set[str]:
+        """Extend the lease on the jobs this worker is working on and record their progress; returns the
+        ids of those whose owner asked to cancel. (Only those: a job it claimed and lost track of must
+        expire, so that recovery ends it.)"""
         lease = utcnow() + timedelta(seconds=self.config.lease_seconds)
+        ids = list(job_ids)
         with self.db.transaction() as c:
-            c.execute(jobs.update().where(jobs.c.worker == worker, jobs.c.state == RUNNING)
+            c.execute(jobs.update().where(jobs.c.worker == worker, jobs.c.state == RUNNING, jobs.c.id.in_(ids))
                       .values(lease_until=lease))
             for job_id, (step, total) in progress.items():
                 c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker == worker)
                           .values(step=step, total_steps=total))
             return set(c.execute(
-                sa.select(jobs.c.id).where(jobs.c.worker == worker, jobs.c.state == RUNNING,
+                sa.select(jobs.c.id).where(jobs.c.worker == worker, jobs.c.state == RUNNING, jobs.c.id.in_(ids),
                                            jobs.c.cancel_requested.is_(True))
             ).scalars())
 
     def end(self, conn: Connection, job_id: str, state: str, *, worker: str | None = None,
             from_states: Sequence[str] = (RUNNING,), outcome: str | None = None, error: str | None = None,
             message: str | None = None, result: dict[str, Any] | None = None, batch_images: int | None = None,
-            run_seconds: float | None = None) -> bool:
+            run_seconds: float | None = None, lease_expired: bool = False) -> bool:
         """End a job in the caller's transaction, if it is still in `from_states` (and held by `worker`,
-        when given). False: something else ended it first, and the caller must roll back its settlement."""
+        when given; with its lease run out, for `lease_expired`). False: something else ended it first (or
+        its worker renewed the lease), and the caller must roll back its settlement."""
         query = jobs.update().where(jobs.c.id == job_id, jobs.c.state.in_(list(from_states)))
         if worker is not None:
             query = query.where(jobs.c.worker == worker)
+        if lease_expired:
+            query = query.where(jobs.c.lease_until < utcnow())
         # An ended job forgets its prompts: the stored images and an account's history keep them, for
-        # as long as those are kept and no longer.
-        settings = conn.execute(sa.select(jobs.c.settings).where(jobs.c.id == job_id)).scalar()
-        scrubbed = {k: v for k, v in (settings or {}).items() if k not in PROMPT_FIELDS}
+        # as long as those are kept and no longer. Messages that quote the prompt go with it.
+        settings = conn.execute(sa.select(jobs.c.settings).where(jobs.c.id == job_id)).scalar() or {}
+        prompts = [str(settings.get(k) or "") for k in PROMPT_FIELDS]
+        scrubbed = {k: v for k, v in settings.items() if k not in (*PROMPT_FIELDS, "warnings")}
+        if result is not None:
+            result = _without_quotes(result, prompts)
         done = conn.execute(query.values(
             state=state, finished_at=utcnow(), lease_until=None, outcome=outcome, error=error,
             message=message, result=result, batch_images=batch_images, run_seconds=run_seconds,
@@ -334,10 +387,9 @@ class JobStore:
         )).rowcount
         return bool(done)
 
-    def still_expired(self, conn: Connection, job_id: str) -> bool:
-        """In the recovering transaction: the job is running and its lease is still out of date."""
-        return conn.execute(sa.select(jobs.c.id).where(
-            jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.lease_until < utcnow())).first() is not None
+    def cancel_asked(self, conn: Connection, job_id: str) -> bool:
+        """In the settling transaction: did the owner ask to cancel this running job?"""
+        return bool(conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
     def request_cancel(self, job_id: str) -> None:
         with self.db.transaction() as c:
@@ -372,11 +424,13 @@ class JobStore:
                 c.execute(jobs.delete().where(jobs.c.id.in_(ended)))
         for job_id in ended:
             self.remove_inputs(job_id)
-        # Input folders of jobs that no longer exist (a crash between ending a job and removing them).
+        # Input folders of jobs that no longer exist (a crash between ending a job and removing them); a
+        # young one may belong to a submission whose row is not committed yet.
         with self.db.transaction() as c:
             known = set(c.execute(sa.select(jobs.c.id)).scalars())
+        cutoff = time.time() - INPUTS_GRACE_SECONDS
         for folder in self.inputs_dir.iterdir():
-            if folder.name not in known:
+            if folder.name not in known and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
         return len(ended)
 

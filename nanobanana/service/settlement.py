@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nanobanana.errors import NanobananaError, ServiceError, outcome_of
+from nanobanana.errors import GenerationCancelled, NanobananaError, ServiceError, outcome_of
 from nanobanana.generation import GenerationResult
 from nanobanana.safety.gate import all_blocked_error
 from nanobanana.service.db import utcnow
@@ -39,6 +39,7 @@ class Completed:
     """What `complete` made of one job (the waiter in this process gets it without a database read)."""
 
     image_ids: list[str]
+    kept: list[int]  # which of the job's generated images these are
     blocked: int
     charged: int
     messages: list[str] = field(default_factory=list)
@@ -81,7 +82,7 @@ class Settlement:
         """Check, store and pay for one job's images and end it; returns what it made, or the error it
         ended with (already settled as a failure)."""
         s = self.services
-        timings: dict[str, float] = {"queue": _seconds_between(job.created_at, job.started_at),
+        timings: dict[str, float] = {"queue": _seconds_between(job.created_at, job.claimed_at),
                                      "generate": run_seconds}
         files: list = []
         try:
@@ -105,6 +106,8 @@ class Settlement:
                 messages.append(f"{blocked} image{'s were' if blocked > 1 else ' was'} withheld by the safety "
                                 f"filter {payer.withheld_note}")
             with s.db.transaction() as conn:
+                if self.jobs.cancel_asked(conn, job.id):  # its owner cancelled while it was being checked
+                    raise GenerationCancelled("Cancelled; nothing was charged.")
                 s.images.record(conn, job.owner, files, request_id=job.id, prompt=result.settings.prompt,
                                 settings=settings, seeds=[result.seeds[i] for i in kept])
                 eviction = s.images.make_room(conn, job.owner, keep=[f.id for f in files])
@@ -120,7 +123,7 @@ class Settlement:
                 event = self._event(job, "ok", timings)
                 event.images_stored, event.images_blocked = len(kept), blocked
                 s.usage.record(event, conn)
-                done = Completed([f.id for f in files], blocked, charged, messages, event.timings)
+                done = Completed([f.id for f in files], kept, blocked, charged, messages, event.timings)
                 if not self.jobs.end(conn, job.id, SUCCEEDED, worker=worker, outcome="ok", result={
                     "images": done.image_ids, "blocked": blocked, "charged": charged, "messages": messages,
                     "timings": event.timings,
@@ -159,11 +162,10 @@ class Settlement:
         for with_history in (True, False):  # the history row is the one part a failure may go without
             try:
                 with s.db.transaction() as conn:
-                    if expired_only and not self.jobs.still_expired(conn, job.id):
-                        raise _AlreadyEnded
                     if not self.jobs.end(conn, job.id, state, worker=worker, from_states=from_states,
                                          outcome=outcome, error=type(exc).__name__, message=user_message(exc),
-                                         batch_images=batch_images, run_seconds=run_seconds):
+                                         batch_images=batch_images, run_seconds=run_seconds,
+                                         lease_expired=expired_only):
                         raise _AlreadyEnded
                     try:
                         payer.release(reservation, outcome, conn)

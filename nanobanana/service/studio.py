@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 
 from nanobanana.errors import (
+    DuplicateRequest,
     GenerationCancelled,
-    InvalidRequest,
     JobStillRunning,
     NanobananaError,
     ServiceError,
@@ -39,7 +39,7 @@ from nanobanana.generation import AspectSize, GenerationRequest, GenerationResul
 from nanobanana.service.accounts import Account, AccountSummary, Identity, OAuthProfileData
 from nanobanana.service.announcements import Announcement
 from nanobanana.service.images import StoredImage, SweepReport
-from nanobanana.service.jobs import QUEUED, RUNNING, SUCCEEDED, Job, Owner, batch_key
+from nanobanana.service.jobs import QUEUED, RUNNING, SUCCEEDED, Job, Owner, batch_key, check_job_id
 from nanobanana.service.ledger import LedgerEntry
 from nanobanana.service.payment import AllowancePayer, CreditsPayer, Payer, Quote, Reservation
 from nanobanana.service.policy import policy_markdown
@@ -175,9 +175,9 @@ class Studio:
         timings: dict[str, float] = {}
         started = t = time.perf_counter()
         reserved: tuple[Payer, Reservation] | None = None
+        saved_inputs = followed = False
         try:
-            if not isinstance(job_id, str) or not 1 <= len(job_id) <= 32:
-                raise InvalidRequest("A request id must be 1 to 32 characters.")
+            check_job_id(job_id)
             # 1. Plan: nothing is reserved for a request the model would refuse.
             if identity.is_account:
                 s.accounts.get(identity.key)  # a deleted account cannot keep generating
@@ -197,7 +197,12 @@ class Studio:
             payer = self.payer(identity)
             owner = Owner(identity.kind, identity.owner_key)
             if plan.images:
-                s.jobs.save_inputs(job_id, plan.images)
+                try:
+                    s.jobs.save_inputs(job_id, plan.images)
+                except FileExistsError:
+                    raise DuplicateRequest("This request was already sent (same request id).") from None
+                saved_inputs = True
+            followed = self.local.add(job_id, plan)  # before the commit: this process's worker may take it at once
             with s.db.transaction() as conn:
                 reservation = payer.reserve(
                     job_id, settings.width, settings.height, settings.steps, settings.num_images,
@@ -214,7 +219,10 @@ class Studio:
         except BaseException as exc:
             if reserved is not None and not identity.is_account:
                 reserved[0].release(reserved[1], outcome_of(exc))  # in memory: the rollback did not undo it
-            s.jobs.remove_inputs(job_id) if isinstance(job_id, str) and len(job_id) <= 32 else None
+            if saved_inputs:
+                s.jobs.remove_inputs(job_id)
+            if followed:
+                self.local.forget(job_id)
             self._record_failure(event, exc, {**timings, "total": time.perf_counter() - started})
             if isinstance(exc, NanobananaError) or not isinstance(exc, Exception):
                 raise
@@ -222,7 +230,6 @@ class Studio:
             raise ServiceError(
                 f"Something went wrong on our side ({type(exc).__name__}); nothing was charged. Try again."
             ) from exc
-        self.local.add(job_id, plan)
         if self.worker is not None:
             self.worker.wake()
         return job_id
@@ -273,10 +280,24 @@ class Studio:
             if deadline is not None and time.monotonic() > deadline:
                 raise JobStillRunning(f"Request {job_id} has not finished yet; ask again later.")
             self.local.wait(0.25)
+        if local is None or local.ended is None:
+            self._settle_allowance_here(identity, job_id)
         try:
             return self._result(job_id, identity, local)
         finally:
             self.local.forget(job_id)
+
+    def _settle_allowance_here(self, identity: Identity, job_id: str) -> None:
+        """The free allowance is held in this process's memory: when another process ended the job, give
+        back here what it did not store."""
+        if identity.is_account:
+            return
+        job = self.services.jobs.get(job_id)
+        if job is None or job.payer != "allowance":
+            return
+        stored = len(job.result.get("images", [])) if job.state == SUCCEEDED else 0
+        payer = self.payer(identity)
+        payer.after_commit(Settlement.reservation(job), stored)
 
     def _result(self, job_id: str, identity: Identity, local: Any) -> StudioResult:
         s = self.services
@@ -291,7 +312,9 @@ class Studio:
             raise error_named(job.error if job else None, job.message if job else "This request was lost.")
         done = job.result
         images = [s.images.get(identity, image_id) for image_id in done.get("images", [])]
-        generation = job.result.get("generation", {})
+        generation = dict(job.result.get("generation", {}))
+        if local is not None and local.ended is not None:
+            generation["warnings"] = list(local.plan.warnings)
         if local is not None and local.ended is not None:
             pictures = local.kept_images
         else:
@@ -305,7 +328,10 @@ class Studio:
         return StudioResult(
             request_id=job_id, images=images, blocked=int(done.get("blocked", 0)), generation=result,
             charged=int(done.get("charged", 0)), balance=payer.balance(), allowance_left=payer.allowance_left(),
-            messages=list(done.get("messages", [])), timings=dict(done.get("timings", {})),
+            # This process's own record has the messages the row no longer keeps (those quoting the prompt).
+            messages=list(local.ended.messages if local is not None and local.ended is not None
+                          else done.get("messages", [])),
+            timings=dict(done.get("timings", {})),
         )
 
     def cancel(self, identity: Identity, job_id: str) -> JobStatus:

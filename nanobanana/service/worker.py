@@ -58,9 +58,13 @@ class LocalJobs:
         self._jobs: dict[str, _Local] = {}
         self._changed = threading.Condition()
 
-    def add(self, job_id: str, plan: Plan) -> None:
+    def add(self, job_id: str, plan: Plan) -> bool:
+        """Follow a job submitted here; False if one with this id is followed already (a retry)."""
         with self._changed:
+            if job_id in self._jobs:
+                return False
             self._jobs[job_id] = _Local(plan)
+            return True
 
     def plan(self, job_id: str) -> Plan | None:
         local = self._jobs.get(job_id)
@@ -105,6 +109,7 @@ class Worker:
         self.id = f"{socket.gethostname()[:30]}-{os.getpid()}-{secrets.token_hex(4)}"
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._stop_leases = threading.Event()  # set last: leases are renewed until everything is handed back
         self._threads: list[threading.Thread] = []
         # Batches whose images are being checked and stored, while the next batch runs on the model.
         self._finishing: queue.Queue | None = None
@@ -130,16 +135,20 @@ class Worker:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 10) -> None:
+        """Stop taking jobs. The batch on the model is interrupted and its jobs go back in line (another
+        worker, or this one after a restart, runs them); batches already made are finished first."""
         self._stop.set()
         self._wake.set()
         self._cancel_batch.set()
-        for thread in self._threads:
-            if thread.name != "nanobanana-finisher":
-                thread.join(timeout=timeout)
-        if self._finishing is not None:
+        threads = {thread.name: thread for thread in self._threads}
+        if "nanobanana-worker" in threads:
+            threads["nanobanana-worker"].join(timeout=timeout)
+        if self._finishing is not None and "nanobanana-finisher" in threads:
             self._finishing.put(None)  # after what is still being finished
-        for thread in self._threads:
-            thread.join(timeout=timeout)
+            threads["nanobanana-finisher"].join(timeout=timeout)
+        self._stop_leases.set()
+        if "nanobanana-lease" in threads:
+            threads["nanobanana-lease"].join(timeout=timeout)
         self._threads = []
         self._finishing = None
 
@@ -176,7 +185,10 @@ class Worker:
 
     def _next_batch(self) -> list[Job]:
         self._wake.clear()
-        batch = pick_batch(self.jobs.queued(), self.config.max_batch_images)
+        if self._stop.is_set():
+            return []
+        model = self.services.generator.model_id
+        batch = pick_batch(self.jobs.queued(model=model), self.config.max_batch_images)
         if not batch:
             return []
         # A batch with room, whose first job has just arrived: let requests sent at the same time join it.
@@ -188,7 +200,9 @@ class Worker:
                 break
             self._wake.clear()
             self._wake.wait(left)
-            batch = pick_batch(self.jobs.queued(), self.config.max_batch_images) or batch
+            batch = pick_batch(self.jobs.queued(model=model), self.config.max_batch_images) or batch
+        if self._stop.is_set():
+            return []
         return self.jobs.claim([j.id for j in batch], self.id)
 
     def run(self, batch: list[Job]) -> None:
@@ -211,10 +225,16 @@ class Worker:
         ids = [job.id for job in runnable]
         with self._lock:
             self._running, self._cancelled = ids, set()
-            self._cancel_batch.clear()
-        self.jobs.mark_started(ids, self.id)
-        images = sum(job.num_images for job in runnable)
+            if not self._stop.is_set():
+                self._cancel_batch.clear()
         try:
+            # Only jobs still ours: one held past its lease may have been recovered and run elsewhere.
+            started = self.jobs.mark_started(ids, self.id)
+            kept = [(job, plan) for job, plan in zip(runnable, plans, strict=True) if job.id in started]
+            if not kept:
+                return
+            runnable, plans = [job for job, _ in kept], [plan for _, plan in kept]
+            images = sum(job.num_images for job in runnable)
             self._execute(runnable, plans, images)
         finally:
             with self._lock:
@@ -242,6 +262,13 @@ class Worker:
             for job, plan in zip(batch, plans, strict=True):
                 self._execute([job], [plan], job.num_images)
             return
+        except GenerationCancelled as exc:
+            if self._stop.is_set():  # the worker is stopping, nobody cancelled: back in line
+                handed_back = self.jobs.release(batch, self.id)
+                log.info("stopping: %d job(s) went back in line", handed_back)
+                return
+            self._fail_all(batch, exc, images, time.perf_counter() - started)
+            return
         except BaseException as exc:
             self._fail_all(batch, exc, images, time.perf_counter() - started)
             if not isinstance(exc, Exception):
@@ -264,7 +291,7 @@ class Worker:
             batch = item[0]
             try:
                 self._finish(*item)
-            except Exception:
+            except BaseException:  # the finisher must outlive any one batch
                 log.exception("could not finish a batch")
             finally:
                 with self._lock:
@@ -275,13 +302,19 @@ class Worker:
         """Image safety, storage and settlement, per job; the smallest first (a one-image request that
         shared a call with a four-image one is not kept waiting for its checks)."""
         for job, result in sorted(zip(batch, results, strict=True), key=lambda pair: pair[0].num_images):
-            if job.id in cancelled:
-                cancelled = GenerationCancelled("Cancelled; nothing was charged.")
-                self.settlement.fail(job, cancelled, worker=self.id, batch_images=images, run_seconds=seconds)
-                self._end(job, cancelled)
-                continue
-            outcome = self.settlement.complete(job, result, self.id, batch_images=images, run_seconds=seconds)
-            self._end(job, outcome, result.images)
+            try:
+                if job.id in cancelled:
+                    reason = GenerationCancelled("Cancelled; nothing was charged.")
+                    self.settlement.fail(job, reason, worker=self.id, batch_images=images, run_seconds=seconds)
+                    self._end(job, reason)
+                    continue
+                outcome = self.settlement.complete(job, result, self.id, batch_images=images, run_seconds=seconds)
+                kept = [result.images[i] for i in outcome.kept] if isinstance(outcome, Completed) else []
+                self._end(job, outcome, kept)
+            except Exception as exc:  # one job's trouble ends that job, not the rest of its batch
+                log.exception("could not finish a job")
+                self.settlement.fail(job, exc, worker=self.id, batch_images=images, run_seconds=seconds)
+                self._end(job, exc)
 
     def _fail_all(self, batch: list[Job], exc: BaseException | None, images: int, seconds: float) -> None:
         for job in batch:
@@ -296,15 +329,15 @@ class Worker:
     # -- leases ---------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:
         every = min(1.0, self.config.lease_seconds / 3)
-        while not self._stop.wait(every):
+        while not self._stop_leases.wait(every):
             with self._lock:
                 running = list(self._running)
                 progress = {k: v for k, v in self._progress.items() if k in running}
-                held = bool(running or self._finishing_ids)
+                held = set(running) | self._finishing_ids
             if not held:
                 continue
             try:
-                asked = self.jobs.renew(self.id, progress)
+                asked = self.jobs.renew(self.id, held, progress)
             except Exception:
                 log.exception("could not renew the job lease")
                 continue

@@ -38,6 +38,10 @@ def create_app(studio: Studio, config: UIConfig | None = None,
     ui = StudioUI(studio, config, environ)
     demo = ui.build()
     demo.queue(default_concurrency_limit=config.queue.concurrency_limit, max_size=config.queue.max_size)
+    # Requests waiting in the job queue each hold a thread: Gradio's default of 40 would let Gradio's
+    # first-come order decide again past 40 waiting people (what `launch(max_threads=...)` sets).
+    demo.max_threads = config.queue.max_threads
+    demo._queue.max_thread_count = config.queue.max_threads
 
     on_space = auth.on_space(environ)
     session_seconds = int(studio.sign_in_hours * 3600)

@@ -21,6 +21,7 @@ ALIASES = {
 class QueueConfig(BaseModel):
     concurrency_limit: int = Field(1, ge=1)
     max_size: int | None = Field(20, ge=1)
+    max_threads: int = Field(256, ge=1)
 
 
 class DevLoginConfig(BaseModel):

@@ -176,18 +176,19 @@ def test_cancelling_a_running_job_stops_it_at_the_next_step_and_drops_only_its_i
     studio = make_studio(data_dir, slow, jobs={"batch_wait_ms": 300})
     try:
         maria = studio.sign_in(MARIA)
-        keep = studio.submit(request("a circle", steps=20), maria.identity)
-        drop = studio.submit(request("a square", steps=20, num_images=2), maria.identity)
+        # The cancelled job is the smaller one, whose images are settled first.
+        keep = studio.submit(request("a circle", steps=20, num_images=2), maria.identity)
+        drop = studio.submit(request("a square", steps=20), maria.identity)
         deadline = time.monotonic() + 10
         while studio.job_status(maria.identity, drop).step < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         studio.cancel(maria.identity, drop)
         with pytest.raises(GenerationCancelled):
             studio.wait(maria.identity, drop)
-        assert len(studio.wait(maria.identity, keep).images) == 1  # its batch-mate is unharmed
+        assert len(studio.wait(maria.identity, keep).images) == 2  # its batch-mate is unharmed
         assert slow.batches == [["a circle", "a square"]]
-        assert studio.account_summary(maria.identity).balance == maria.balance - 1
-        assert len(studio.list_images(maria.identity)) == 1
+        assert studio.account_summary(maria.identity).balance == maria.balance - 2
+        assert len(studio.list_images(maria.identity)) == 2
 
         # Alone in its batch, a cancelled job stops the pipeline call at its next step.
         alone = studio.submit(request("a star", steps=20), maria.identity)
@@ -199,7 +200,7 @@ def test_cancelling_a_running_job_stops_it_at_the_next_step_and_drops_only_its_i
             studio.wait(maria.identity, alone)
         assert time.monotonic() - started < 1.0  # a step is 0.1 s; the whole call would be 2 s
         assert_ledger_is_the_truth(studio, maria.id)
-        assert studio.account_summary(maria.identity).balance == maria.balance - 1
+        assert studio.account_summary(maria.identity).balance == maria.balance - 2
     finally:
         studio.close()
 
@@ -321,6 +322,91 @@ def test_a_job_run_by_another_process_is_followed_through_the_database(data_dir,
         assert [image.seed for image in result.images] == [3, 4] and len(result.generation.images) == 2
         assert result.charged == 2 and result.balance == maria.balance - 2
         assert web.services.jobs.get(result.request_id).worker == worker.worker.id
+    finally:
+        worker.close()
+        web.close()
+
+
+def test_a_request_id_that_is_not_a_plain_name_is_refused_before_touching_any_file(queued_studio, data_dir):
+    from PIL import Image
+
+    from nanobanana.errors import InvalidRequest
+    from nanobanana.generation import Mode
+
+    maria = queued_studio.sign_in(MARIA)
+    image = Image.new("RGB", (64, 64), (10, 200, 10))
+    for bad in ("..", "../images", "a/b", ".", "x" * 33):
+        with pytest.raises(InvalidRequest, match="request id"):
+            queued_studio.submit(request("a circle", mode=Mode.IMAGE_TO_IMAGE, images=[image], steps=4),
+                                 maria.identity, request_id=bad)
+    assert (data_dir / "nanobanana.service.db").is_file() and (data_dir / "images").is_dir()
+    assert queued_studio.account_summary(maria.identity).balance == maria.balance
+
+
+def test_a_stopping_worker_puts_its_batch_back_in_line_and_the_next_start_runs_it(data_dir, generator):
+    from tests.fakes import FastGenerator
+
+    slow = FastGenerator(generator, seconds=3.0)
+    studio = make_studio(data_dir, slow, jobs={"batch_wait_ms": 0})
+    maria = studio.sign_in(MARIA)
+    job = studio.submit(request("a circle", steps=30), maria.identity)
+    while studio.job_status(maria.identity, job).step < 1:
+        time.sleep(0.02)
+    studio.close()  # a restart, say
+    stopped = studio.services.jobs.get(job)
+    assert (stopped.state, stopped.started_at, stopped.worker) == ("queued", None, None)
+    again = make_studio(data_dir, FastGenerator(generator), jobs={"batch_wait_ms": 0})
+    try:
+        assert len(again.wait(maria.identity, job).images) == 1
+        assert again.account_summary(maria.identity).balance == maria.balance - 1
+    finally:
+        again.close()
+
+
+def test_a_worker_runs_only_jobs_for_the_model_it_has_loaded(queued_studio):
+    maria = queued_studio.sign_in(MARIA)
+    job = queued_studio.submit(request("a circle"), maria.identity)
+    with queued_studio.services.db.transaction() as c:
+        c.execute(jobs.update().where(jobs.c.id == job).values(model="someone-elses-model"))
+    assert worker_of(queued_studio).run_once() == []
+    assert state_of(queued_studio, job) == "queued"
+
+
+def test_a_claimed_job_its_worker_lost_track_of_expires_and_is_recovered(data_dir, fast_generator):
+    studio = make_studio(data_dir, fast_generator, start_worker=False, jobs={"lease_seconds": 0.2})
+    try:
+        maria = studio.sign_in(MARIA)
+        job = studio.submit(request("a circle"), maria.identity)
+        worker = worker_of(studio)
+        assert [j.id for j in studio.services.jobs.claim([job], worker.id)] == [job]
+        studio.services.jobs.renew(worker.id, [], {})  # it is not among the jobs the worker works on
+        time.sleep(0.3)
+        assert worker.recover() == 1 and state_of(studio, job) == "queued"
+    finally:
+        studio.close()
+
+
+def test_an_ended_job_keeps_no_message_that_quotes_its_prompt(queued_studio):
+    maria = queued_studio.sign_in(MARIA)
+    prompt = "a periwinkle circle " + " ".join(f"word{i}" for i in range(40))  # longer than the tokenizer reads
+    job = queued_studio.submit(request(prompt), maria.identity)
+    drain(worker_of(queued_studio))
+    result = queued_studio.wait(maria.identity, job)
+    assert any("cut" in m or "token" in m for m in result.messages)  # the person was told (in memory)
+    with queued_studio.services.db.engine.connect() as c:
+        row = c.execute(sa.select(jobs).where(jobs.c.id == job)).one()
+    assert "periwinkle" not in str(dict(row._mapping))
+
+
+def test_a_visitors_withheld_image_is_given_back_when_another_process_ran_the_job(data_dir, fast_generator):
+    web = make_studio(data_dir, fast_generator, start_worker=False, jobs={"worker": "none"})
+    worker = make_studio(data_dir, fast_generator, start_worker=True, jobs={"batch_wait_ms": 0})
+    try:
+        visitor = Identity.anonymous("visitor-7")
+        before = web.allowance_left(visitor)
+        result = web.generate(request("circles red1", num_images=2), visitor)  # image 1 is withheld
+        assert (len(result.images), result.blocked) == (1, 1)
+        assert web.allowance_left(visitor) == before - 1
     finally:
         worker.close()
         web.close()

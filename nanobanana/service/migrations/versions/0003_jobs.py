@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("page", sa.String(64), nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("turn", sa.Integer, nullable=False),
+        sa.Column("model", sa.String(255), nullable=False),
         sa.Column("batch_key", sa.String(255), nullable=False),
         sa.Column("payer", sa.String(16), nullable=False),
         sa.Column("num_images", sa.Integer, nullable=False),

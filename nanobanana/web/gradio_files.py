@@ -10,6 +10,8 @@ check on every request that the caller owns the file and that it has not expired
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +25,7 @@ from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 from PIL import Image
 
-from nanobanana.errors import NanobananaError
+from nanobanana.errors import InvalidImage, NanobananaError
 from nanobanana.generation import Limits, load_images
 from nanobanana.service.accounts import Identity
 from nanobanana.web import auth
@@ -68,15 +70,57 @@ def uploaded_images(**kwargs: Any) -> gr.File:
     return component
 
 
-def read_uploads(files: list[Any], limits: Limits, max_side: int) -> list[Image.Image]:
+class UploadMemory:
+    """Uploads as decoded once (metadata gone, shrunk to what the model makes), held in memory so the
+    same upload can be edited again with another instruction: the raw file on disk is deleted at the
+    first read. Entries go after `ttl_seconds` or when more than `max_entries` are held (oldest first).
+    Keys are Gradio's upload paths, which the request guard ties to the client that uploaded them."""
+
+    def __init__(self, ttl_seconds: float = 1800, max_entries: int = 256) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._held: dict[str, tuple[float, Image.Image]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, image: Image.Image) -> None:
+        with self._lock:
+            self._expire()
+            self._held.pop(key, None)
+            self._held[key] = (time.monotonic() + self.ttl_seconds, image)
+            while len(self._held) > self.max_entries:
+                self._held.pop(next(iter(self._held)))
+
+    def get(self, key: str) -> Image.Image | None:
+        with self._lock:
+            self._expire()
+            held = self._held.get(key)
+        return held[1].copy() if held else None
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (until, _) in self._held.items() if until < now]:
+            del self._held[key]
+
+
+def read_uploads(files: list[Any], limits: Limits, max_side: int, memory: UploadMemory | None = None
+                 ) -> list[Image.Image]:
     """Decode this request's uploads in memory under the limits (count, bytes, pixels; headers before
-    pixels), then delete Gradio's copies: raw uploads may carry EXIF metadata such as GPS positions."""
+    pixels), then delete Gradio's copies: raw uploads may carry EXIF metadata such as GPS positions.
+    An upload read before (the same file, edited again) comes from `memory`."""
     paths = [Path(getattr(f, "name", f)) for f in files]
     try:
-        return load_images(paths, limits, max_side=max_side)
+        if len(paths) > limits.max_input_images:
+            raise InvalidImage(f"Upload at most {limits.max_input_images} images; got {len(paths)}.")
+        remembered = {str(p): memory.get(str(p)) for p in paths if memory is not None and not p.is_file()}
+        fresh = [p for p in paths if remembered.get(str(p)) is None]
+        decoded = dict(zip(map(str, fresh), load_images(fresh, limits, max_side=max_side), strict=True))
     finally:
         for path in paths:
             path.unlink(missing_ok=True)
+    if memory is not None:
+        for key, image in decoded.items():
+            memory.put(key, image.copy())
+    return [remembered.get(str(p)) or decoded[str(p)] for p in paths]
 
 
 def site_root(request: gr.Request) -> str:

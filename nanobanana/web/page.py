@@ -22,9 +22,20 @@ from nanobanana.service.accounts import Identity
 from nanobanana.service.studio import Studio, StudioResult
 from nanobanana.web import auth, presenters
 from nanobanana.web.config import UIConfig
-from nanobanana.web.gradio_files import image_link, linked_file, read_uploads, site_root, uploaded_images
+from nanobanana.web.gradio_files import (
+    UploadMemory,
+    image_link,
+    linked_file,
+    read_uploads,
+    site_root,
+    uploaded_images,
+)
 from nanobanana.web.handlers import handler, user_error
 from nanobanana.web.routes import visitor_id
+
+UPLOAD_MEMORY_MINUTES = 30
+PRESS_GENERATE = "() => { const b = document.querySelector('#nb-generate'); if (b && !b.disabled) b.click(); }"
+CLEAR_ERROR_TOASTS = "() => document.querySelectorAll('.toast-close.error').forEach(b => b.click())"
 
 
 def page_tag(request: gr.Request | None, tab: str) -> str | None:
@@ -46,6 +57,8 @@ class StudioUI:
         self.info = studio.info()
         # Uploads are shrunk to the largest size the model makes as soon as they are decoded.
         self.max_input_side = max(max(size.width, size.height) for size in self.info.sizes)
+        # The same upload can be edited again: its decoded copy stays in memory (never on disk) a while.
+        self.uploads = UploadMemory(ttl_seconds=UPLOAD_MEMORY_MINUTES * 60)
 
     # -- who is asking ------------------------------------------------------------------------------
     def identity(self, profile: gr.OAuthProfile | None, request: gr.Request | None) -> Identity:
@@ -155,7 +168,7 @@ class StudioUI:
         """Edit uploaded images: the result gallery, a note and the header."""
         if not files:
             raise gr.Error("Upload at least one image to edit.")
-        pictures = read_uploads(files, self.info.limits, max_side=self.max_input_side)
+        pictures = read_uploads(files, self.info.limits, max_side=self.max_input_side, memory=self.uploads)
         req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
                             mode=Mode.EDIT, images=pictures, strength=strength)
         try:
@@ -311,8 +324,9 @@ class StudioUI:
                     gr.Examples(config.examples, inputs=[prompt], label="Examples")
 
                 with gr.Tab("Edit", id="edit") as edit_tab:
-                    gr.Markdown("Upload one or more images and say what to change. Uploads are kept only "
-                                "until your request ends.")
+                    gr.Markdown("Upload one or more images and say what to change; edit them again as often as "
+                                f"you like. Uploads are read once and deleted; a copy without metadata stays "
+                                f"in memory for {UPLOAD_MEMORY_MINUTES} minutes for further edits.")
                     with gr.Row():
                         with gr.Column():
                             uploads = uploaded_images(file_count="multiple", file_types=["image"],
@@ -402,17 +416,22 @@ class StudioUI:
             # Generate answers with the new button label too: no second call (and no re-planning) after it.
             # The job queue decides the order (fair turns, batches), not Gradio's: every request waits in
             # it at once, so no Gradio concurrency limit here.
-            gr.on([run.click, prompt.submit], self.generate, create_inputs,
-                  [gallery, seeds, seed, header, run, cost_note], api_name="generate", concurrency_limit=None,
-                  show_progress_on=[gallery])
+            # Enter presses the button, so a disabled button (nothing left to spend) stays a dead end here
+            # too; the handler refuses anyway. Progress (place in line, then steps) and errors show on the
+            # cost line only: the last good result stays in view. A success clears earlier error toasts.
+            run.click(self.generate, create_inputs, [gallery, seeds, seed, header, run, cost_note],
+                      api_name="generate", concurrency_limit=None, show_progress_on=[cost_note]
+                      ).success(None, js=CLEAR_ERROR_TOASTS)
+            prompt.submit(None, js=PRESS_GENERATE)
             cancel_run.click(self.cancel_create, None, None, api_name="cancel", queue=False,
                              show_progress="hidden")
             edit_cancel.click(self.cancel_edit, None, None, api_name="cancel_edit", queue=False,
                               show_progress="hidden")
-            edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
-                           [edit_result, edit_note, header], api_name="edit",
-                           concurrency_limit=None, show_progress_on=[edit_result]).then(
-                self.edit_quote, edit_steps, edit_run, api_visibility="private", show_progress="hidden")
+            edited = edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
+                                    [edit_result, edit_note, header], api_name="edit", concurrency_limit=None,
+                                    show_progress_on=[edit_note])
+            edited.success(None, js=CLEAR_ERROR_TOASTS)
+            edited.then(self.edit_quote, edit_steps, edit_run, api_visibility="private", show_progress="hidden")
             gr.on([demo.load, edit_tab.select, edit_steps.change], self.edit_quote, edit_steps, edit_run,
                   api_name="edit_quote", queue=False, trigger_mode="always_last", show_progress="hidden")
 

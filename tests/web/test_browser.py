@@ -6,6 +6,7 @@ test-artifacts/ui/timings.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -81,6 +82,11 @@ def generate(page, prompt: str) -> float:
         arg=before, timeout=60_000,
     )
     return time.perf_counter() - started
+
+
+def sign_in(page) -> None:
+    page.get_by_role("button", name="Sign in with Hugging Face").click()
+    page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Signed in as')")
 
 
 def balance(page) -> int:
@@ -164,6 +170,7 @@ def test_a_person_edits_an_upload_and_sees_the_result_beside_it(page, tmp_path):
     picture = Image.new("RGB", (96, 96), "yellow")
     picture.paste((20, 40, 200), (24, 24, 72, 72))
     picture.save(source)
+    sign_in(page)  # two edits: more than a visitor's allowance has left by now in this module
     page.get_by_role("tab", name="Edit").click()
     page.locator("#nb-uploads input[type=file]").set_input_files(str(source))
     page.locator("#nb-instruction textarea").fill("a red circle")
@@ -179,6 +186,15 @@ def test_a_person_edits_an_upload_and_sees_the_result_beside_it(page, tmp_path):
     page.get_by_text("the edit ran as image-to-image").first.wait_for()  # the warning toast (and the note)
     page.wait_for_timeout(600)
     shot(page, "08-edit")
+
+    # The same upload, edited again with another instruction (its file is gone; its copy is not).
+    first = page.eval_on_selector_all("#nb-edit-result img", "imgs => imgs.map(i => i.src)")
+    page.locator("#nb-instruction textarea").fill("a green square")
+    page.locator("#nb-edit-run").click()
+    page.wait_for_function(
+        "old => { const imgs = [...document.querySelectorAll('#nb-edit-result img')];"
+        " return imgs.length === 1 && !old.includes(imgs[0].src); }", arg=first, timeout=60_000)
+    assert "no longer here" not in page.content() and "/tmp" not in page.locator("#nb-edit-note").inner_text()
 
 
 def test_stats_and_privacy_are_readable(page, app):
@@ -267,3 +283,68 @@ def test_a_person_sees_their_place_in_line_and_cancels_without_paying(browser, s
         page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('5 of 5')")
     finally:
         context.close()
+
+
+@contextlib.contextmanager
+def own_page(browser, generator, data_dir: Path, allowance: int):
+    """A page on an app of its own (a fresh allowance: the module's app is shared by many tests)."""
+    studio, web = build_test_app(generator, data_dir, allowance=allowance)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        with Server(web) as server:
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(server.url + "/")
+            page.wait_for_selector("#nb-generate")
+            yield page, studio
+    finally:
+        context.close()
+        studio.close()
+
+
+def test_a_refusal_keeps_the_last_result_and_a_success_clears_the_old_error(browser, generator, tmp_path):
+    from tests.fakes import BLOCKED_WORD
+
+    with own_page(browser, generator, tmp_path / "data", allowance=5) as (page, _):
+        _refusal_keeps_the_result(page, BLOCKED_WORD)
+
+
+def _refusal_keeps_the_result(page, BLOCKED_WORD: str) -> None:
+    page.wait_for_function("() => document.querySelector('#nb-generate')?.innerText.includes('5 left')")
+    generate(page, "a red triangle on a white background")
+    shown = page.eval_on_selector_all("#nb-gallery img", "imgs => imgs.map(i => i.src)")
+    page.locator("#nb-prompt textarea").fill(f"a {BLOCKED_WORD} on a white background")
+    page.locator("#nb-generate").click()
+    page.get_by_text("This prompt was refused").first.wait_for()
+    page.wait_for_timeout(500)
+    assert page.eval_on_selector_all("#nb-gallery img", "imgs => imgs.map(i => i.src)") == shown
+    assert "Error" not in page.locator("#nb-header").inner_text()
+    assert "Error" not in page.locator("#nb-seeds").inner_text()
+    shot(page, "15-refusal-keeps-result")
+    generate(page, "two blue circles on a yellow background")
+    page.wait_for_function("() => !document.body.innerText.includes('This prompt was refused')", timeout=10_000)
+
+
+def test_enter_does_not_get_past_a_disabled_generate_button(browser, generator, tmp_path):
+    with own_page(browser, generator, tmp_path / "data", allowance=1) as (page, studio):
+        _enter_is_the_button(page, studio)
+
+
+def _enter_is_the_button(page, studio) -> None:
+    page.wait_for_function("() => document.querySelector('#nb-generate')?.innerText.includes('1 left')")
+    generate(page, "a red triangle on a white background")
+    page.wait_for_function("() => document.querySelector('#nb-generate')?.disabled === true")
+    import sqlalchemy as sa
+
+    from nanobanana.service.db import jobs
+
+    def sent() -> int:
+        with studio.services.db.engine.connect() as c:
+            return c.execute(sa.select(sa.func.count()).select_from(jobs)).scalar()
+
+    before, shown = sent(), page.eval_on_selector_all("#nb-gallery img", "imgs => imgs.map(i => i.src)")
+    page.locator("#nb-prompt textarea").fill("a green star on the left, black background")
+    page.locator("#nb-prompt textarea").press("Enter")
+    page.wait_for_timeout(1500)
+    assert sent() == before  # nothing was sent
+    assert page.eval_on_selector_all("#nb-gallery img", "imgs => imgs.map(i => i.src)") == shown

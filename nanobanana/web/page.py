@@ -34,6 +34,30 @@ from nanobanana.web.handlers import handler, user_error
 from nanobanana.web.routes import visitor_id
 
 UPLOAD_MEMORY_MINUTES = 30
+# Small images (the bundled model makes 64 px ones) are enlarged with hard pixel edges, not smoothed
+# into a blur; images shown at or below their own size keep the browser's smooth scaling.
+CRISP_SMALL_IMAGES = """<script>
+(() => {
+  const SELECTOR = "#nb-gallery img, #nb-history img, #nb-edit-result img";
+  const mark = (img) => {
+    const enlarged = img.naturalWidth > 0 && img.naturalWidth < img.getBoundingClientRect().width;
+    img.style.imageRendering = enlarged ? "pixelated" : "";
+  };
+  let queued = false;
+  const scan = () => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => {
+      queued = false;
+      document.querySelectorAll(SELECTOR).forEach((img) => {
+        if (img.complete) mark(img); else img.addEventListener("load", () => mark(img), { once: true });
+      });
+    });
+  };
+  new MutationObserver(scan).observe(document.documentElement, { childList: true, subtree: true });
+  window.addEventListener("resize", scan);
+})();
+</script>"""
 PRESS_GENERATE = "() => { const b = document.querySelector('#nb-generate'); if (b && !b.disabled) b.click(); }"
 CLEAR_ERROR_TOASTS = "() => document.querySelectorAll('.toast-close.error').forEach(b => b.click())"
 

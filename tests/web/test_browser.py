@@ -101,6 +101,9 @@ def test_a_visitor_generates_sees_it_in_gallery_and_history_and_downloads_it(pag
     page.wait_for_function("() => document.querySelector('#nb-seeds').innerText.includes('Seeds')")
     assert "Seeds:" in page.locator("#nb-seeds").inner_text()
     page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('1 of 3')")
+    # 64 px images shown larger are drawn with hard pixel edges, not smoothed.
+    page.wait_for_function("() => [...document.querySelectorAll('#nb-gallery img')]"
+                           ".every(i => i.style.imageRendering === 'pixelated')")
     shot(page, "01-create-anonymous")
     (ARTIFACTS / "timings.json").write_text(json.dumps(
         {"click_to_image_seconds": [round(s, 2) for s in seconds], "note": "tiny-random model, CPU"}))

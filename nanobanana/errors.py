@@ -39,6 +39,10 @@ class InvalidImage(InvalidRequest):
     """An uploaded image is unreadable, too large, or in a format we do not accept."""
 
 
+class UnknownWords(InvalidRequest):
+    """The prompt uses words a closed-vocabulary model (the bundled one) does not know."""
+
+
 class UnsupportedMode(InvalidRequest):
     """The loaded model cannot do what was asked (for example editing several images at once)."""
 

@@ -59,6 +59,9 @@ class ModelConfig(BaseModel):
     schedulers: list[str] = Field(default_factory=list, description="Schedulers a user may pick per request.")
     defaults: Defaults = Field(default_factory=Defaults)
     speedups: Speedups = Field(default_factory=Speedups)
+    example_prompts: list[str] = Field(default_factory=list, description="Prompts this model draws well.")
+    closed_vocabulary: bool = Field(False, description="Refuse prompts with words the tokenizer does not know.")
+    vocabulary_hint: str | None = Field(None, description="What a closed-vocabulary model knows, in a sentence.")
     build: dict[str, Any] | None = Field(None, description="Architecture for model_builder (test models).")
     build_command: str | None = Field(None, description="How to (re)create the local folder when it is missing.")
 

@@ -8,6 +8,7 @@ exactly that plan later. Every message names the bad value and what is allowed.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from nanobanana.errors import InvalidRequest, UnsupportedMode
+from nanobanana.errors import InvalidRequest, UnknownWords, UnsupportedMode
 from nanobanana.generation.aspect import AspectSize, closest_ratio, size_for
 from nanobanana.generation.config import GenerationConfig
 from nanobanana.generation.loader import LoadedModel
@@ -199,12 +200,34 @@ def output_size(ratio: str, model: LoadedModel, config: GenerationConfig) -> Asp
     return size_for(ratio, model.base_resolution, model.size_multiple, config.model.min_short_side)
 
 
+def check_vocabulary(tokenizer: Any, config: GenerationConfig, text: str, ids: list[int]) -> None:
+    """A model with a closed vocabulary (the bundled one: a word-level tokenizer) draws nothing for a word
+    it does not know: say which, before anything is charged, and what it does draw. (Byte-level BPE
+    tokenizers, as every hub model has, never produce the unknown token, so this costs them nothing.)"""
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    if not config.model.closed_vocabulary or unknown_id is None or unknown_id not in ids:
+        return
+    words = list(dict.fromkeys(w for w in re.findall(r"[\w'-]+", text.lower())
+                               if unknown_id in tokenizer(w, add_special_tokens=False)["input_ids"]))
+    if not words:
+        return
+    shown = ", ".join(f"'{w}'" for w in words[:8]) + (" …" if len(words) > 8 else "")
+    examples = config.model.example_prompts
+    tip = (" Try, for example: " + "; ".join(f"“{e}”" for e in examples[:2]) + ".") if examples else ""
+    raise UnknownWords(
+        f"{config.model.name} does not know {'this word' if len(words) == 1 else 'these words'}: {shown}. "
+        f"{config.model.vocabulary_hint or 'Use words from its vocabulary.'}{tip} Nothing was charged."
+    )
+
+
 def fit_prompt(model: LoadedModel, config: GenerationConfig, text: str, what: str) -> tuple[str, list[str]]:
     limit = model.max_prompt_tokens
     tokenizer = getattr(model.base, "tokenizer", None) or getattr(model.base, "tokenizer_2", None)
     if limit is None or tokenizer is None:
         return text, []
     ids = tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
+    if what == "prompt":
+        check_vocabulary(tokenizer, config, text, ids)
     room = limit - 2  # begin and end markers
     if len(ids) <= room:
         return text, []

@@ -85,6 +85,7 @@ class StudioInfo:
     anonymous_expiry_hours: float
     account_expiry_hours: float
     anonymous_images_per_day: int
+    example_prompts: list[str] = field(default_factory=list)  # prompts the model draws well (may be empty)
 
 
 @dataclass(frozen=True)
@@ -405,6 +406,7 @@ class Studio:
             anonymous_expiry_hours=s.config.storage.anonymous_expiry_hours,
             account_expiry_hours=s.config.storage.account_expiry_hours,
             anonymous_images_per_day=s.config.allowance.anonymous_images_per_day,
+            example_prompts=list(model.example_prompts),
         )
 
     # -- accounts ---------------------------------------------------------------------------------

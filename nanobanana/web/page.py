@@ -345,7 +345,8 @@ class StudioUI:
                                          elem_id="nb-gallery", buttons=["download", "fullscreen"],
                                          format="png", fit_columns=False)
                     seeds = gr.Markdown(elem_id="nb-seeds")
-                    gr.Examples(config.examples, inputs=[prompt], label="Examples")
+                    # The model's own examples when it has them: prompts it is known to draw well.
+                    gr.Examples(model.example_prompts or config.examples, inputs=[prompt], label="Examples")
 
                 with gr.Tab("Edit", id="edit") as edit_tab:
                     gr.Markdown("Upload one or more images and say what to change; edit them again as often as "

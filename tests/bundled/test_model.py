@@ -131,3 +131,31 @@ def test_shipped_model_recolours_an_image(pipe, defaults):
     ).images
     blue = [analyse(im).main is not None and analyse(im).main.colour == "blue" for im in images]
     assert sum(blue) >= 3, blue
+
+
+@shipped
+def test_a_word_the_model_does_not_know_is_named_before_anything_is_charged(tmp_path):
+    from nanobanana.errors import UnknownWords
+    from nanobanana.generation import GenerationRequest, Generator, load_generation_config
+    from tests.helpers import make_studio
+
+    generator = Generator(load_generation_config(environ={"NANOBANANA_MODEL": "bundled"}))
+    with pytest.raises(UnknownWords) as refused:
+        generator.plan(GenerationRequest("a cat wearing sunglasses on a red background"))
+    message = str(refused.value)
+    assert "'cat', 'wearing', 'sunglasses'" in message and "red" not in message.split("words:")[1].split(".")[0]
+    assert "two blue circles on a yellow background" in message and "Nothing was charged" in message
+    for prompt in ADHERENCE_PROMPTS:  # everything it was trained on passes
+        generator.plan(GenerationRequest(prompt))
+
+    studio = make_studio(tmp_path / "data", generator)
+    try:
+        from nanobanana.service.accounts import OAuthProfileData
+
+        account = studio.sign_in(OAuthProfileData("local", "1", "vocab"))
+        with pytest.raises(UnknownWords):
+            studio.generate(GenerationRequest("a cat"), account.identity)
+        assert studio.account_summary(account.identity).balance == account.balance
+        assert [e.kind for e in studio.ledger(account.identity)] == ["grant"]
+    finally:
+        studio.close()

@@ -9,7 +9,10 @@ to `/files/...` (see `gradio_files.py`); none of them enters Gradio's public fil
 from __future__ import annotations
 
 import hashlib
+import html
 import os
+import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,7 +41,7 @@ UPLOAD_MEMORY_MINUTES = 30
 # into a blur; images shown at or below their own size keep the browser's smooth scaling.
 CRISP_SMALL_IMAGES = """<script>
 (() => {
-  const SELECTOR = "#nb-gallery img, #nb-history img, #nb-edit-result img";
+  const SELECTOR = "#nb-gallery img, #nb-history img, #nb-edit-result img, #nb-edit-source-view img";
   const mark = (img) => {
     const enlarged = img.naturalWidth > 0 && img.naturalWidth < img.getBoundingClientRect().width;
     img.style.imageRendering = enlarged ? "pixelated" : "";
@@ -62,6 +65,21 @@ PRESS_GENERATE = "() => { const b = document.querySelector('#nb-generate'); if (
 CLEAR_ERROR_TOASTS = "() => document.querySelectorAll('.toast-close.error').forEach(b => b.click())"
 
 
+IMAGE_LINK = re.compile(r"/files/images/([A-Za-z0-9_-]{32,64})/")
+
+
+class LastResults(OrderedDict):
+    """page tag → image id, the newest few thousand pages only."""
+
+    limit = 5000
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
 def page_tag(request: gr.Request | None, tab: str) -> str | None:
     """Which page (browser tab) and which of its tabs sent a request, as a hash: its Cancel button
     cancels only those."""
@@ -83,6 +101,10 @@ class StudioUI:
         self.max_input_side = max(max(size.width, size.height) for size in self.info.sizes)
         # The same upload can be edited again: its decoded copy stays in memory (never on disk) a while.
         self.uploads = UploadMemory(ttl_seconds=UPLOAD_MEMORY_MINUTES * 60)
+        # The first image of each page's last result, for its "Edit this" buttons (ids only; owner-checked
+        # again when used).
+        self._last_create: LastResults = LastResults()
+        self._last_edit: LastResults = LastResults()
 
     # -- who is asking ------------------------------------------------------------------------------
     def identity(self, profile: gr.OAuthProfile | None, request: gr.Request | None) -> Identity:
@@ -150,6 +172,8 @@ class StudioUI:
         info = (f"Seeds: {seeds} · {took:.1f} s. To reproduce an image, untick *randomize* under "
                 f"Advanced and enter its seed.")
         first = result.images[0].seed if result.images else seed
+        if result.images:
+            self._last_create[page_tag(request, "create") or ""] = result.images[0].id
         return (gallery, info, first, self.header(identity), *self._button(identity, ratio, num_images, steps))
 
     def _run(self, req: GenerationRequest, identity: Identity, request: gr.Request, progress: gr.Progress,
@@ -187,12 +211,16 @@ class StudioUI:
 
     # -- edit ---------------------------------------------------------------------------------------
     @handler
-    def edit(self, files, instruction, strength, steps, seed, randomize, identity: Identity,
+    def edit(self, files, instruction, strength, steps, seed, randomize, source, identity: Identity,
              request: gr.Request, progress=gr.Progress()):
-        """Edit uploaded images: the result gallery, a note and the header."""
-        if not files:
-            raise gr.Error("Upload at least one image to edit.")
-        pictures = read_uploads(files, self.info.limits, max_side=self.max_input_side, memory=self.uploads)
+        """Edit uploaded images, or one of my stored images (`source`: its id): the result gallery, a note
+        and the header."""
+        if files:
+            pictures = read_uploads(files, self.info.limits, max_side=self.max_input_side, memory=self.uploads)
+        elif source:
+            pictures = [self.studio.image_picture(identity, str(source))]  # mine only, else "no such image"
+        else:
+            raise gr.Error("Upload at least one image to edit, or press “Edit this image” on a result.")
         req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
                             mode=Mode.EDIT, images=pictures, strength=strength)
         try:
@@ -200,12 +228,53 @@ class StudioUI:
         except GenerationCancelled as exc:
             gr.Info(str(exc))
             return gr.skip(), gr.skip(), self.header(identity)
+        if result.images:
+            self._last_edit[page_tag(request, "edit") or ""] = result.images[0].id
         settings = result.generation.settings
         note = (f"Ran as **{settings.mode.value}** ({settings.pipeline}), strength {settings.strength}, "
                 f"seed `{result.generation.seeds[0]}`.")
         if result.messages:
             note += " " + " ".join(result.messages)
         return gallery, note, self.header(identity)
+
+    @staticmethod
+    def pick(evt: gr.SelectData) -> str | None:
+        """The id of the image clicked in a result gallery (from its link)."""
+        value = evt.value if isinstance(evt.value, dict) else {}
+        url = str((value.get("image") or {}).get("url") or value.get("url") or "")
+        found = IMAGE_LINK.search(url)
+        return found.group(1) if found else None
+
+    def _as_source(self, identity: Identity, image_id: str | None, request: gr.Request):
+        if not image_id:
+            raise gr.Error("Click an image in the results first.")
+        image = self.studio.image(identity, image_id)  # mine, and not expired
+        link = image_link(site_root(request), image)
+        view = (f'<div class="nb-source"><img src="{html.escape(link)}" alt="the image to edit" '
+                f'style="height:128px;width:auto"><p>Editing your image (seed {image.seed}). Upload a file to '
+                "edit something else.</p></div>")
+        return image.id, view, gr.Tabs(selected="edit")
+
+    @handler
+    def edit_this(self, picked, identity: Identity, request: gr.Request):
+        """Create's "Edit this image": the picked result (or the first of the last one) goes to Edit."""
+        return self._as_source(identity, picked or self._last_create.get(page_tag(request, "create") or ""),
+                               request)
+
+    @handler
+    def edit_last_result(self, identity: Identity, request: gr.Request):
+        """Edit's "Edit this result further": the last edit's result becomes the next input."""
+        last = self._last_edit.get(page_tag(request, "edit") or "")
+        if not last:
+            raise gr.Error("There is no edit result yet.")
+        return self._as_source(identity, last, request)
+
+    @handler
+    def edit_stored(self, image_id, identity: Identity, request: gr.Request):
+        """History's "Edit this image"."""
+        if not image_id:
+            raise gr.Error("Choose an image first.")
+        return self._as_source(identity, str(image_id), request)
 
     # -- history ------------------------------------------------------------------------------------
     @handler
@@ -313,7 +382,7 @@ class StudioUI:
                         gr.Button(f"Sign in with {name.capitalize()}", link=f"/login/{name}", size="md",
                                   variant="secondary")
 
-            with gr.Tabs():
+            with gr.Tabs() as tabs:
                 with gr.Tab("Create", id="create"):
                     with gr.Row():
                         prompt = gr.Textbox(label="Prompt", placeholder="Describe the image; press Enter",
@@ -344,7 +413,10 @@ class StudioUI:
                     gallery = gr.Gallery(label="Results", columns=4, height=300, object_fit="contain",
                                          elem_id="nb-gallery", buttons=["download", "fullscreen"],
                                          format="png", fit_columns=False)
-                    seeds = gr.Markdown(elem_id="nb-seeds")
+                    with gr.Row():
+                        seeds = gr.Markdown(elem_id="nb-seeds")
+                        edit_this = gr.Button("Edit this image", size="sm", scale=0, min_width=160,
+                                              elem_id="nb-edit-this")
                     # The model's own examples when it has them: prompts it is known to draw well.
                     gr.Examples(model.example_prompts or config.examples, inputs=[prompt], label="Examples")
 
@@ -354,6 +426,9 @@ class StudioUI:
                                 f"in memory for {UPLOAD_MEMORY_MINUTES} minutes for further edits.")
                     with gr.Row():
                         with gr.Column():
+                            # A result of mine to edit (its id; set by "Edit this"), shown instead of uploads.
+                            source = gr.Textbox("", visible=False, elem_id="nb-edit-source")
+                            source_view = gr.HTML(elem_id="nb-edit-source-view")
                             uploads = uploaded_images(file_count="multiple", file_types=["image"],
                                                      label="Images to edit", elem_id="nb-uploads")
                             instruction = gr.Textbox(label="Instruction or prompt", elem_id="nb-instruction",
@@ -369,8 +444,11 @@ class StudioUI:
                                 edit_run = gr.Button("Edit", variant="primary", elem_id="nb-edit-run", scale=3)
                                 edit_cancel = gr.Button("Cancel", variant="secondary", elem_id="nb-edit-cancel",
                                                         scale=1)
-                        edit_result = gr.Gallery(label="Result", columns=2, height=300, object_fit="contain",
-                                                 buttons=["download", "fullscreen"], elem_id="nb-edit-result")
+                        with gr.Column():
+                            edit_result = gr.Gallery(label="Result", columns=2, height=300, object_fit="contain",
+                                                     buttons=["download", "fullscreen"], elem_id="nb-edit-result")
+                            edit_again = gr.Button("Edit this result further", size="sm",
+                                                   elem_id="nb-edit-again")
                     edit_note = gr.Markdown(elem_id="nb-edit-note")
 
                 with gr.Tab("History", id="history") as history_tab:
@@ -383,6 +461,7 @@ class StudioUI:
                         chosen = gr.Dropdown([], label="Image", scale=3, elem_id="nb-history-choice",
                                              allow_custom_value=True)
                         download_one = gr.Button("Download image", scale=1)
+                        history_edit = gr.Button("Edit this image", scale=1, elem_id="nb-history-edit")
                         delete_one = gr.Button("Delete image", variant="stop", scale=1)
                     with gr.Row():
                         download_zip = gr.Button("Download all (zip)")
@@ -452,7 +531,19 @@ class StudioUI:
                              show_progress="hidden")
             edit_cancel.click(self.cancel_edit, None, None, api_name="cancel_edit", queue=False,
                               show_progress="hidden")
-            edited = edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize],
+            # "Edit this": the picked (or first) image of the last result, or the History choice, becomes the
+            # Edit tab's input; a new upload takes over again.
+            picked = gr.State(None)
+            gallery.select(self.pick, None, picked, api_visibility="private", queue=False, show_progress="hidden")
+            edit_result.select(self.pick, None, picked, api_visibility="private", queue=False,
+                               show_progress="hidden")
+            source_outputs = [source, source_view, tabs]
+            edit_this.click(self.edit_this, picked, source_outputs, api_visibility="private", queue=False)
+            edit_again.click(self.edit_last_result, None, source_outputs, api_visibility="private", queue=False)
+            history_edit.click(self.edit_stored, chosen, source_outputs, api_visibility="private", queue=False)
+            uploads.upload(lambda: ("", ""), None, [source, source_view], api_visibility="private", queue=False)
+            edited = edit_run.click(self.edit, [uploads, instruction, strength, edit_steps, edit_seed, edit_randomize,
+                                                source],
                                     [edit_result, edit_note, header], api_name="edit", concurrency_limit=None,
                                     show_progress_on=[edit_note])
             edited.success(None, js=CLEAR_ERROR_TOASTS)

@@ -351,3 +351,30 @@ def _enter_is_the_button(page, studio) -> None:
     page.wait_for_timeout(1500)
     assert sent() == before  # nothing was sent
     assert page.eval_on_selector_all("#nb-gallery img", "imgs => imgs.map(i => i.src)") == shown
+
+
+def test_a_person_iterates_on_a_result_with_edit_this(browser, generator, tmp_path):
+    with own_page(browser, generator, tmp_path / "data", allowance=5) as (page, _):
+        _iterate(page)
+
+
+def _iterate(page) -> None:
+    generate(page, "a red triangle on a white background")
+    page.locator("#nb-edit-this").click()  # no image picked: the first of the last result
+    page.wait_for_function("() => document.querySelector('#nb-edit-source-view img')?.naturalWidth > 0")
+    assert page.locator("#nb-instruction textarea").is_visible()  # the Edit tab is open
+    shot(page, "16-edit-this")
+    page.locator("#nb-instruction textarea").fill("a blue circle on a white background")
+    page.locator("#nb-edit-run").click()
+    page.wait_for_function("() => document.querySelectorAll('#nb-edit-result img').length === 1", timeout=60_000)
+    first = page.eval_on_selector_all("#nb-edit-result img", "imgs => imgs.map(i => i.src)")
+    page.locator("#nb-edit-again").click()  # the edit's output is the next input, in one click
+    page.wait_for_function("src => document.querySelector('#nb-edit-source-view img')?.src.split('/')[5] "
+                           "=== src.split('/')[5]", arg=first[0])
+    page.locator("#nb-instruction textarea").fill("a green star on a white background")
+    page.locator("#nb-edit-run").click()
+    page.wait_for_function(
+        "old => { const imgs = [...document.querySelectorAll('#nb-edit-result img')];"
+        " return imgs.length === 1 && !old.includes(imgs[0].src); }", arg=first, timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('2 of 5')")
+    shot(page, "17-edit-again")

@@ -274,3 +274,19 @@ def test_export_then_delete_account_signs_out_of_everything(app):
     assert fetch(c, export["url"]).status_code == 404
 
 
+
+
+def test_edit_takes_one_of_my_stored_images_and_only_mine(app, signed_in):
+    mine = client(app, signed_in)
+    generate(mine)
+    image_id = mine.predict(api_name="/history")[2]["value"]
+    result, note, _ = mine.predict(None, "a blue circle", 0.6, 4, 0, True, image_id, api_name="/edit")
+    assert len(result) == 1 and "Ran as" in note
+
+    from gradio_client.exceptions import AppError
+
+    stranger = client(app)  # a visitor without the account's cookie
+    with pytest.raises(AppError, match="no such image"):
+        stranger.predict(None, "a blue circle", 0.6, 4, 0, True, image_id, api_name="/edit")
+    with pytest.raises(AppError, match="Upload at least one image"):
+        stranger.predict(None, "a blue circle", 0.6, 4, 0, True, "", api_name="/edit")

@@ -276,8 +276,16 @@ def test_export_then_delete_account_signs_out_of_everything(app):
 
 
 
-def test_edit_takes_one_of_my_stored_images_and_only_mine(app, signed_in):
-    mine = client(app, signed_in)
+def test_edit_takes_one_of_my_stored_images_and_only_mine(app):
+    mine = client(app, session_cookie(app.url))  # a sign-in of its own: another test deletes the account
+    import sqlalchemy as sa
+
+    from nanobanana.service.db import accounts
+
+    mine.predict(api_name="/account")  # the sign-in's account exists from its first call
+    with app.studio.services.db.engine.connect() as c:
+        newest = c.execute(sa.select(accounts.c.id).order_by(accounts.c.created_at.desc())).first()[0]
+    app.studio.services.ledger.grant(newest, 10, "test credits")  # a re-created account gets no grant
     generate(mine)
     image_id = mine.predict(api_name="/history")[2]["value"]
     result, note, _ = mine.predict(None, "a blue circle", 0.6, 4, 0, True, image_id, api_name="/edit")

@@ -56,8 +56,8 @@ def file_ref(path: str) -> dict:
     return {"path": path, "meta": {"_type": "gradio.FileData"}}
 
 
-def edit_data(files: list[dict], instruction="a red circle") -> list:
-    return [files, instruction, 0.6, 2, 0, True]
+def edit_data(files: list[dict], instruction="a red circle", source="") -> list:
+    return [files, instruction, 0.6, 2, 0, True, source]
 
 
 # -- 1. server-side paths in upload data -----------------------------------------------------------------
@@ -296,7 +296,7 @@ def test_a_bounded_fuzz_run_breaks_nothing(live):
     statuses: dict[int, int] = {}
     for _ in range(300):
         name = rng.choice(["generate", "edit"])
-        width = 9 if name == "generate" else 6
+        width = 9 if name == "generate" else 7
         data = [rng.choice(junk) for _ in range(rng.choice([width, width, width - 1, width + 2, 0]))]
         body = json.dumps({"data": data, "fn_index": live.fns[name], "session_hash": secrets.token_hex(4)},
                           allow_nan=True)

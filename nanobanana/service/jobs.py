@@ -36,6 +36,9 @@ from nanobanana.service.db import Database, jobs, utcnow
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 OPEN_STATES = (QUEUED, RUNNING)
 PROMPT_FIELDS = ("prompt", "negative_prompt")
+# A claimed job handed back to the line, its turn kept (a stopping worker's, or one whose claim expired).
+BACK_IN_LINE = {"state": QUEUED, "worker": None, "claimed_at": None, "started_at": None, "lease_until": None,
+                "step": 0}
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # also a folder name under jobs/: nothing a path is made of
 INPUTS_GRACE_SECONDS = 600  # an input folder without its row may belong to a submission in progress
 
@@ -335,7 +338,7 @@ class JobStore:
             return c.execute(
                 jobs.update().where(jobs.c.id.in_([j.id for j in batch]), jobs.c.worker == worker,
                                     jobs.c.state == RUNNING)
-                .values(state=QUEUED, worker=None, claimed_at=None, started_at=None, lease_until=None, step=0)
+                .values(**BACK_IN_LINE)
             ).rowcount
 
     def set_pending_files(self, job_id: str, worker: str, image_ids: list[str]) -> None:
@@ -410,7 +413,7 @@ class JobStore:
             return bool(c.execute(
                 jobs.update().where(jobs.c.id == job.id, jobs.c.state == RUNNING, jobs.c.started_at.is_(None),
                                     jobs.c.lease_until < utcnow())
-                .values(state=QUEUED, worker=None, claimed_at=None, lease_until=None)
+                .values(**BACK_IN_LINE)
             ).rowcount)
 
     # -- upkeep ---------------------------------------------------------------------------------------

@@ -46,6 +46,11 @@ class Completed:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def cancelled_by_owner() -> GenerationCancelled:
+    """How a job its owner cancelled while it ran ends (one queued ends before it starts: see `Studio`)."""
+    return GenerationCancelled("Cancelled; nothing was charged.")
+
+
 def user_message(exc: BaseException) -> str:
     if isinstance(exc, NanobananaError):
         return str(exc)
@@ -107,7 +112,7 @@ class Settlement:
                                 f"filter {payer.withheld_note}")
             with s.db.transaction() as conn:
                 if self.jobs.cancel_asked(conn, job.id):  # its owner cancelled while it was being checked
-                    raise GenerationCancelled("Cancelled; nothing was charged.")
+                    raise cancelled_by_owner()
                 s.images.record(conn, job.owner, files, request_id=job.id, prompt=result.settings.prompt,
                                 settings=settings, seeds=[result.seeds[i] for i in kept])
                 eviction = s.images.make_room(conn, job.owner, keep=[f.id for f in files])

@@ -281,58 +281,53 @@ class Studio:
             if deadline is not None and time.monotonic() > deadline:
                 raise JobStillRunning(f"Request {job_id} has not finished yet; ask again later.")
             self.local.wait(0.25)
-        if local is None or local.ended is None:
-            self._settle_allowance_here(identity, job_id)
+        job = s.jobs.get(job_id)  # as it ended (the row read in the loop may be older)
+        ended_here = local.ended if local is not None else None  # this process's own record of the end
+        if ended_here is None:
+            self._settle_allowance_here(identity, job)
         try:
-            return self._result(job_id, identity, local)
+            return self._result(identity, job, local)
         finally:
             self.local.forget(job_id)
 
-    def _settle_allowance_here(self, identity: Identity, job_id: str) -> None:
+    def _settle_allowance_here(self, identity: Identity, job: Job | None) -> None:
         """The free allowance is held in this process's memory: when another process ended the job, give
         back here what it did not store."""
-        if identity.is_account:
-            return
-        job = self.services.jobs.get(job_id)
-        if job is None or job.payer != "allowance":
+        if identity.is_account or job is None or job.payer != "allowance":
             return
         stored = len(job.result.get("images", [])) if job.state == SUCCEEDED else 0
-        payer = self.payer(identity)
-        payer.after_commit(Settlement.reservation(job), stored)
+        self.payer(identity).after_commit(Settlement.reservation(job), stored)
 
-    def _result(self, job_id: str, identity: Identity, local: Any) -> StudioResult:
+    def _result(self, identity: Identity, job: Job | None, local: Any) -> StudioResult:
         s = self.services
-        payer = self.payer(identity)
-        job = s.jobs.get(job_id)
-        if local is not None and isinstance(local.ended, BaseException):
-            exc = local.ended
-            if isinstance(exc, NanobananaError) or not isinstance(exc, Exception):
-                raise exc
-            raise ServiceError(user_message(exc)) from exc
+        ended_here = local.ended if local is not None else None
+        if isinstance(ended_here, BaseException):
+            if isinstance(ended_here, NanobananaError) or not isinstance(ended_here, Exception):
+                raise ended_here
+            raise ServiceError(user_message(ended_here)) from ended_here
         if job is None or job.state != SUCCEEDED:
             raise error_named(job.error if job else None, job.message if job else "This request was lost.")
         done = job.result
         images = [s.images.get(identity, image_id) for image_id in done.get("images", [])]
-        generation = dict(job.result.get("generation", {}))
-        if local is not None and local.ended is not None:
+        generation = dict(done.get("generation", {}))
+        if ended_here is not None:
+            # This process's own record keeps what the row no longer does (messages quoting the prompt).
             generation["warnings"] = list(local.plan.warnings)
-        if local is not None and local.ended is not None:
-            pictures = local.kept_images
+            pictures, messages = local.kept_images, list(ended_here.messages)
         else:
             pictures = [s.images.load(identity, image.id) for image in images]
+            messages = list(done.get("messages", []))
         result = GenerationResult(
             images=pictures, seeds=list(generation.get("seeds", [])),
             settings=local.plan.settings if local is not None else job.plan_settings(),
             model_id=generation.get("model_id", s.generator.model_id),
             timings=StageTimings(**generation.get("timings", {})), warnings=list(generation.get("warnings", [])),
         )
+        payer = self.payer(identity)
         return StudioResult(
-            request_id=job_id, images=images, blocked=int(done.get("blocked", 0)), generation=result,
+            request_id=job.id, images=images, blocked=int(done.get("blocked", 0)), generation=result,
             charged=int(done.get("charged", 0)), balance=payer.balance(), allowance_left=payer.allowance_left(),
-            # This process's own record has the messages the row no longer keeps (those quoting the prompt).
-            messages=list(local.ended.messages if local is not None and local.ended is not None
-                          else done.get("messages", [])),
-            timings=dict(done.get("timings", {})),
+            messages=messages, timings=dict(done.get("timings", {})),
         )
 
     def cancel(self, identity: Identity, job_id: str) -> JobStatus:

@@ -24,7 +24,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,7 @@ from nanobanana.errors import GenerationCancelled, GenerationFailed, JobInterrup
 from nanobanana.generation import Plan
 from nanobanana.service.db import utcnow
 from nanobanana.service.jobs import Job, JobStore, pick_batch
-from nanobanana.service.settlement import Completed, Settlement
+from nanobanana.service.settlement import Completed, Settlement, cancelled_by_owner
 
 if TYPE_CHECKING:
     from nanobanana.service.build import Services
@@ -120,7 +119,6 @@ class Worker:
         self._cancel_batch = threading.Event()
         self._progress: dict[str, tuple[int, int]] = {}
         self._last_recovery = 0.0
-        self.on_batch: Callable[[list[Job]], None] | None = None  # tests and eval watch batches form
 
     # -- life -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -207,8 +205,6 @@ class Worker:
 
     def run(self, batch: list[Job]) -> None:
         """Run one claimed batch as one pipeline call and end each of its jobs."""
-        if self.on_batch is not None:
-            self.on_batch(batch)
         log.info("worker %s runs a batch of %d job(s): %s", self.id, len(batch), " ".join(j.id for j in batch))
         plans: list[Plan] = []
         runnable: list[Job] = []
@@ -304,7 +300,7 @@ class Worker:
         for job, result in sorted(zip(batch, results, strict=True), key=lambda pair: pair[0].num_images):
             try:
                 if job.id in cancelled:
-                    reason = GenerationCancelled("Cancelled; nothing was charged.")
+                    reason = cancelled_by_owner()
                     self.settlement.fail(job, reason, worker=self.id, batch_images=images, run_seconds=seconds)
                     self._end(job, reason)
                     continue
@@ -318,13 +314,12 @@ class Worker:
 
     def _fail_all(self, batch: list[Job], exc: BaseException | None, images: int, seconds: float) -> None:
         for job in batch:
-            reason = GenerationCancelled("Cancelled; nothing was charged.") if job.id in self._cancelled else exc
+            reason = cancelled_by_owner() if job.id in self._cancelled else exc
             self.settlement.fail(job, reason, worker=self.id, batch_images=images, run_seconds=seconds)
             self._end(job, reason)
 
-    def _end(self, job: Job, outcome: Any, images: list[Any] | None = None) -> None:
-        if isinstance(outcome, Completed | BaseException):
-            self.local.ended(job.id, outcome, images)
+    def _end(self, job: Job, outcome: Completed | BaseException, images: list[Any] | None = None) -> None:
+        self.local.ended(job.id, outcome, images)
 
     # -- leases ---------------------------------------------------------------------------------------
     def _heartbeat(self) -> None:

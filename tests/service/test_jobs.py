@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import timedelta
 
@@ -203,15 +202,6 @@ def test_cancelling_a_running_job_stops_it_at_the_next_step_and_drops_only_its_i
         assert studio.account_summary(maria.identity).balance == maria.balance - 2
     finally:
         studio.close()
-
-
-def test_the_cancel_event_of_generate_cancels_its_job(studio):
-    maria = studio.sign_in(MARIA)
-    cancel = threading.Event()
-    cancel.set()
-    with pytest.raises(GenerationCancelled):
-        studio.generate(request("a circle"), maria.identity, cancel=cancel)
-    assert studio.account_summary(maria.identity).balance == maria.balance
 
 
 def test_nobody_can_cancel_or_read_someone_elses_job(queued_studio):

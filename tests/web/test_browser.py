@@ -84,6 +84,16 @@ def generate(page, prompt: str) -> float:
     return time.perf_counter() - started
 
 
+def download(page, file_box: str, target: Path) -> Path:
+    """Click the link a download box shows and save what the browser downloads to `target`."""
+    link = page.locator(f"{file_box} a").first
+    link.wait_for()
+    with page.expect_download() as downloaded:
+        link.click()
+    downloaded.value.save_as(target)
+    return target
+
+
 def sign_in(page) -> None:
     page.get_by_role("button", name="Sign in with Hugging Face").click()
     page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Signed in as')")
@@ -112,13 +122,7 @@ def test_a_visitor_generates_sees_it_in_gallery_and_history_and_downloads_it(pag
     page.wait_for_function("() => document.querySelectorAll('#nb-history img').length >= 2")
     assert "a red triangle" in page.locator("#nb-history-choice").locator("input").input_value()
     page.get_by_role("button", name="Download image", exact=True).click()
-    link = page.locator("#nb-history-file a").first
-    link.wait_for()
-    with page.expect_download() as download:
-        link.click()
-    saved = tmp_path / "image.png"
-    download.value.save_as(saved)
-    assert saved.read_bytes().startswith(b"\x89PNG")
+    assert download(page, "#nb-history-file", tmp_path / "image.png").read_bytes().startswith(b"\x89PNG")
     shot(page, "02-history-download")
 
     page.reload()  # the visitor cookie keeps the same anonymous history across page loads
@@ -221,13 +225,7 @@ def test_a_person_exports_their_data_then_deletes_the_account(page, tmp_path, ap
     page.get_by_role("tab", name="Account").click()
     page.wait_for_function("() => document.querySelector('#nb-account')?.innerText.includes('member since')")
     page.get_by_role("button", name="Download my data").click()
-    link = page.locator("#nb-export-file a").first
-    link.wait_for()
-    with page.expect_download() as download:
-        link.click()
-    saved = tmp_path / "export.zip"
-    download.value.save_as(saved)
-    assert "profile.json" in zipfile.ZipFile(saved).namelist()
+    assert "profile.json" in zipfile.ZipFile(download(page, "#nb-export-file", tmp_path / "export.zip")).namelist()
     shot(page, "05-account-export")
 
     page.get_by_role("button", name="Delete my account").click()

@@ -151,6 +151,55 @@ class UsernameTaken(IdentityError):
     """Another account already uses that username."""
 
 
+# -- the API: keys, rate limits, idempotency, webhooks ---------------------------------------------------
+class ApiKeyError(IdentityError):
+    """A problem with an API key."""
+
+
+class InvalidApiKey(ApiKeyError, PermissionError):
+    """The API key is unknown, revoked, or its account was deleted."""
+
+    outcome = "invalid_api_key"
+
+
+class ApiKeyRequired(ApiKeyError, PermissionError):
+    """The call needs an API key (this instance serves no anonymous API calls, or the route is an account's)."""
+
+    outcome = "api_key_required"
+
+
+class ApiKeyNotFound(ApiKeyError, LookupError):
+    """No such API key for this account."""
+
+
+class RateLimited(NanobananaError, PermissionError):
+    """Too many calls with one key (or from one address) in a short time; `retry_after` says when to retry."""
+
+    outcome = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """An idempotency key was sent again with a different request."""
+
+    outcome = "idempotency_mismatch"
+
+
+class IdempotencyKeyInFlight(NanobananaError, RuntimeError):
+    """The first request with this idempotency key is still being submitted; retry in a moment."""
+
+    outcome = "idempotency_in_flight"
+
+
+class WebhookTargetRefused(InvalidRequest):
+    """A webhook URL we will not call (not http(s), or on a private, loopback or link-local address)."""
+
+    outcome = "webhook_refused"
+
+
 # -- stored images, privacy, announcements ----------------------------------------------------------------
 class StorageError(NanobananaError, OSError):
     """Images could not be stored or read."""

@@ -21,15 +21,18 @@ from nanobanana.safety.gate import SafetyFilter, SafetyGate
 from nanobanana.service.accounts import Accounts
 from nanobanana.service.allowance import Allowance
 from nanobanana.service.announcements import Announcements
+from nanobanana.service.api_keys import ApiKeys
 from nanobanana.service.config import ServiceConfig, load_service_config
 from nanobanana.service.db import Database
 from nanobanana.service.generation_log import GenerationLog
+from nanobanana.service.idempotency import IdempotencyKeys
 from nanobanana.service.images import ImageStore
 from nanobanana.service.jobs import JobStore
 from nanobanana.service.ledger import CostRule, Ledger
 from nanobanana.service.privacy import Privacy
 from nanobanana.service.sessions import SignInSessions
 from nanobanana.service.usage import UsageRecorder
+from nanobanana.service.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from nanobanana.service.studio import Studio
@@ -57,6 +60,9 @@ class Services:
     announcements: Announcements
     sessions: SignInSessions
     jobs: JobStore
+    api_keys: ApiKeys
+    idempotency: IdempotencyKeys
+    webhooks: Webhooks
 
     @property
     def data_dir(self) -> Path:
@@ -88,14 +94,19 @@ def build_services(
     store = images(db, config.data_dir, config.storage)  # type: ignore[arg-type]
     log = GenerationLog(db, config.privacy.history_retention_days)
     jobs = JobStore(db, config.jobs, config.data_dir)  # type: ignore[arg-type]
+    keys = ApiKeys(db, config.api.max_keys_per_account)
+    idempotency = IdempotencyKeys(db, config.api.idempotency_hours)
+    webhooks = Webhooks(db, jobs, keys, config.api.webhooks)
     return Services(
         config=config, environ=environ, db=db, generator=generator or Generator(), safety=SafetyGate(safety),
         cost_rule=CostRule(config.credits), accounts=accounts, ledger=ledger,
         allowance=Allowance(config.allowance.anonymous_images_per_day), images=store, generation_log=log,
-        usage=UsageRecorder(db), privacy=Privacy(db, accounts, ledger, store, log, jobs),
+        usage=UsageRecorder(db),
+        privacy=Privacy(db, accounts, ledger, store, log, jobs, api_keys=keys, idempotency=idempotency,
+                        webhooks=webhooks),
         announcements=Announcements(db, accounts, config.smtp, config.privacy.operator_name),
         sessions=SignInSessions(db, config.privacy.sign_in_hours, config.privacy.closed_account_days),
-        jobs=jobs,
+        jobs=jobs, api_keys=keys, idempotency=idempotency, webhooks=webhooks,
     )
 
 

@@ -56,6 +56,34 @@ class JobsConfig(BaseModel):
     keep_finished_minutes: float = Field(60, gt=0)  # ended jobs are then forgotten (accounts keep history)
 
 
+class RateLimitConfig(BaseModel):
+    """A token bucket per API key (and per client address for calls without a key)."""
+
+    requests_per_minute: float = Field(60, gt=0)
+    burst: int = Field(20, ge=1)  # calls that may come at once after a quiet spell
+
+
+class WebhooksConfig(BaseModel):
+    allow_private_targets: bool = False  # true: also call private, loopback and link-local addresses
+    retry_seconds: list[float] = Field(default_factory=lambda: [5, 30, 120, 600, 1800])  # waits between tries
+    timeout_seconds: float = Field(10, gt=0)
+    poll_seconds: float = Field(0.5, gt=0)  # how often the sender looks for ended jobs and due retries
+    keep_days: float = Field(7, gt=0)  # delivered or failed deliveries are then forgotten
+
+
+class ApiConfig(BaseModel):
+    """The REST API under /v1 and the MCP tools at /mcp (see `nanobanana/api/`)."""
+
+    enabled: bool = True
+    mcp: bool = True
+    anonymous: Literal["allowance", "none"] = "allowance"  # calls without a key: the free allowance, or refused
+    max_wait_seconds: float = Field(60, ge=0)  # the longest `?wait=` a call may hold a connection
+    max_keys_per_account: int = Field(20, ge=1)
+    idempotency_hours: float = Field(24, gt=0)  # an Idempotency-Key is remembered this long
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+
+
 DEFAULT_OPERATOR = "the operator of this Nanobanana instance"
 DEFAULT_CONTACT = "privacy@example.org"
 
@@ -97,6 +125,7 @@ class ServiceConfig(BaseModel):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:

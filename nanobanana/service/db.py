@@ -193,6 +193,61 @@ jobs = sa.Table(
     sa.Index("ix_jobs_owner", "owner_kind", "owner_key", "state"),
 )
 
+# API keys: an account's keys for scripts and agents (`service/api_keys.py`). Only a hash of each key is
+# stored; the key itself is shown once, when it is made.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),  # the public id (lists, revocation, webhook secrets)
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),  # the key's first characters, to recognise it
+    sa.Column("secret_hash", sa.String(64), nullable=False),  # sha256 of the whole key
+    sa.Column("webhook_url", sa.Text, nullable=True),  # where this key's job ends are sent by default
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("last_used_at", sa.DateTime, nullable=True),
+    sa.UniqueConstraint("secret_hash", name="uq_api_keys_secret_hash"),
+    sa.Index("ix_api_keys_account", "account_id"),
+)
+
+# Idempotency keys: a retried submission with the same key returns the job the first one made.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("owner_kind", sa.String(16), primary_key=True),
+    sa.Column("owner_key", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # sha256 of the request it was first sent with
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Index("ix_idempotency_keys_expires", "expires_at"),
+)
+
+# Webhook deliveries: one per job that asked for a callback; its body is fixed when the job ends, then
+# sent until the target answers 2xx or the retries run out.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the webhook-id header: the same on every retry
+    sa.Column("job_id", sa.String(32), nullable=False),  # no foreign key: ended jobs are swept
+    sa.Column("owner_kind", sa.String(16), nullable=False),
+    sa.Column("owner_key", sa.String(64), nullable=False),
+    sa.Column("api_key_id", sa.String(16), sa.ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # waiting | pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime, nullable=True),
+    sa.Column("payload", sa.Text, nullable=True),  # the JSON body, fixed when the job ended
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(255), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+    sa.Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_owner", "owner_kind", "owner_key"),
+)
+
+
 def _sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'nanobanana.service.db'}"
 

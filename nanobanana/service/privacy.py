@@ -16,11 +16,14 @@ from pathlib import Path
 
 from nanobanana.errors import NanobananaError
 from nanobanana.service.accounts import Accounts, Identity
+from nanobanana.service.api_keys import ApiKeys
 from nanobanana.service.db import Database
 from nanobanana.service.generation_log import GenerationLog
+from nanobanana.service.idempotency import IdempotencyKeys
 from nanobanana.service.images import ImageStore
 from nanobanana.service.jobs import JobStore, Owner
 from nanobanana.service.ledger import Ledger
+from nanobanana.service.webhooks import Webhooks
 
 LEDGER_FIELDS = ["created_at", "kind", "delta", "balance_after", "reason", "request_id"]
 
@@ -31,8 +34,12 @@ def _json(data: object) -> str:
 
 class Privacy:
     def __init__(self, db: Database, accounts: Accounts, ledger: Ledger, storage: ImageStore,
-                 history: GenerationLog, jobs: JobStore) -> None:
+                 history: GenerationLog, jobs: JobStore, *, api_keys: ApiKeys | None = None,
+                 idempotency: IdempotencyKeys | None = None, webhooks: Webhooks | None = None) -> None:
         self.db = db
+        self.api_keys = api_keys
+        self.idempotency = idempotency
+        self.webhooks = webhooks
         self.jobs = jobs
         self.accounts = accounts
         self.ledger = ledger
@@ -40,8 +47,9 @@ class Privacy:
         self.history = history
 
     def export(self, identity: Identity) -> Path:
-        """One zip: profile.json, ledger.csv, ledger.json, history.json, requests.json (recent and open
-        requests), images.json and images/*.png."""
+        """One zip: profile.json, ledger.csv, ledger.json, history.json, api_keys.json (names and dates,
+        never the keys), requests.json (recent and open requests), webhooks.json, images.json and
+        images/*.png."""
         files: dict[str, str] = {}
         if identity.is_account:
             account = self.accounts.get(identity.key)
@@ -54,6 +62,8 @@ class Privacy:
             files["ledger.csv"] = buffer.getvalue()
             files["ledger.json"] = _json(entries)
             files["history.json"] = _json([h.to_dict() for h in self.history.for_account(account.id)])
+            if self.api_keys is not None:
+                files["api_keys.json"] = _json([k.to_dict() for k in self.api_keys.list(account.id)])
         else:
             files["profile.json"] = _json(
                 {"kind": "anonymous", "note": "No account: only your images are stored."}
@@ -64,6 +74,8 @@ class Privacy:
              "outcome": j.outcome, "settings": {k: v for k, v in j.settings.items() if k != "timings"}}
             for j in self.jobs.of_owner(owner, limit=10_000)
         ])
+        if self.webhooks is not None:
+            files["webhooks.json"] = _json([d.to_dict() for d in self.webhooks.of_owner(owner)])
         stored = self.storage.list(identity)
         files["images.json"] = _json([s.to_dict() for s in stored])
         return self._zip(identity, "export", files, [s.id for s in stored])
@@ -96,11 +108,18 @@ class Privacy:
         """Remove every row and file tied to this person. Anonymous usage rows carry no identity and stay."""
         with self.db.transaction() as c:
             image_ids = self.storage.delete_owner(identity, c)
-            job_ids = self.jobs.delete_owner(Owner(identity.kind, identity.owner_key), c)
+            owner = Owner(identity.kind, identity.owner_key)
+            job_ids = self.jobs.delete_owner(owner, c)
+            if self.webhooks is not None:
+                self.webhooks.delete_owner(owner, c)
+            if self.idempotency is not None:
+                self.idempotency.delete_owner(owner, c)
             if identity.is_account:
                 self.accounts.get(identity.key, c)
                 self.history.delete_account(identity.key, c)
                 self.ledger.delete_account_entries(identity.key, c)
+                if self.api_keys is not None:
+                    self.api_keys.delete_account(identity.key, c)
                 self.accounts.delete(identity.key, c)
         self.storage.remove_files(image_ids)
         for job_id in job_ids:

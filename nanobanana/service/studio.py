@@ -14,12 +14,14 @@ only composes them into one person's actions. Operator actions are in `operation
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,9 @@ from sqlalchemy.exc import IntegrityError
 from nanobanana.errors import (
     DuplicateRequest,
     GenerationCancelled,
+    IdempotencyKeyInFlight,
+    ImageNotFound,
+    JobNotFound,
     JobStillRunning,
     NanobananaError,
     ServiceError,
@@ -38,6 +43,7 @@ from nanobanana.errors import (
 from nanobanana.generation import AspectSize, GenerationRequest, GenerationResult, Limits, Plan, StageTimings
 from nanobanana.service.accounts import Account, AccountSummary, Identity, OAuthProfileData
 from nanobanana.service.announcements import Announcement
+from nanobanana.service.api_keys import ApiKey, NewApiKey
 from nanobanana.service.images import StoredImage, SweepReport
 from nanobanana.service.jobs import QUEUED, RUNNING, SUCCEEDED, Job, Owner, batch_key, check_job_id
 from nanobanana.service.ledger import LedgerEntry
@@ -52,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobStatus", "Quote", "Studio", "StudioInfo", "StudioResult"]
+__all__ = ["ApiCaller", "JobStatus", "JobView", "Quote", "Studio", "StudioInfo", "StudioResult", "Submitted"]
 
 
 @dataclass
@@ -108,6 +114,43 @@ class JobStatus:
         if self.state == RUNNING:
             return f"Generating: step {self.step} of {self.total_steps}" if self.step else "Starting"
         return self.message or self.state.capitalize()
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One of my jobs as a script sees it: where it stands and, once ended, what it made or why it failed."""
+
+    status: JobStatus
+    mode: str
+    num_images: int
+    created_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    error: NanobananaError | None  # what a failed or cancelled job ended with
+    images: list[StoredImage]  # a succeeded job's images that are still kept
+    blocked: int
+    charged: int
+    seeds: list[int]
+    messages: list[str]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A job a script submitted; `replayed`: an earlier call with the same idempotency key made it."""
+
+    job_id: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    """Who calls the API: an account through one of its keys, or an anonymous visitor (`key` None)."""
+
+    identity: Identity
+    key: ApiKey | None = None
+
+
+IN_FLIGHT_WAIT_SECONDS = 10  # a retry waits this long for the first call with its idempotency key
 
 
 def _ordinal(n: int) -> str:
@@ -167,9 +210,10 @@ class Studio:
         return self.wait(identity, job_id, on_step=on_step, on_status=on_status, cancel=cancel)
 
     def submit(self, request: GenerationRequest | Plan, identity: Identity, *, request_id: str | None = None,
-               page: str | None = None) -> str:
+               page: str | None = None, follow: bool = True) -> str:
         """Plan, check and queue a request, its cost reserved; returns the job id. Raises as `generate`
-        does for what is wrong before any compute is spent."""
+        does for what is wrong before any compute is spent. `follow=False`: nobody in this process waits
+        on it for sure (an API call), so this process keeps no record of it in memory."""
         s = self.services
         job_id = request_id or secrets.token_urlsafe(16)
         event = UsageEvent.for_request(request, s.generator.model_id)
@@ -203,7 +247,8 @@ class Studio:
                 except FileExistsError:
                     raise DuplicateRequest("This request was already sent (same request id).") from None
                 saved_inputs = True
-            followed = self.local.add(job_id, plan)  # before the commit: this process's worker may take it at once
+            # Before the commit: this process's worker may take it at once.
+            followed = self.local.add(job_id, plan) if follow else False
             with s.db.transaction() as conn:
                 reservation = payer.reserve(
                     job_id, settings.width, settings.height, settings.steps, settings.num_images,
@@ -404,6 +449,98 @@ class Studio:
             example_prompts=list(model.example_prompts),
         )
 
+    # -- scripts and agents (the API) ---------------------------------------------------------------
+    def submit_job(self, request: GenerationRequest, identity: Identity, *, idempotency_key: str | None = None,
+                   fingerprint: str = "", webhook: tuple[ApiKey, str] | None = None) -> Submitted:
+        """`submit` for a script: with an idempotency key a retry gets the first call's job (charged once;
+        the same key with another `fingerprint` is refused); `webhook` (key, URL) posts the job's end there.
+        Nothing is queued or charged when the URL is refused."""
+        s = self.services
+        if webhook is not None:
+            s.webhooks.check(webhook[1])
+        if idempotency_key is None:
+            submitted = Submitted(self.submit(request, identity, follow=False))
+        else:
+            submitted = self._submit_once(request, identity, idempotency_key, fingerprint)
+        if webhook is not None and not submitted.replayed:
+            s.webhooks.register(submitted.job_id, Owner(identity.kind, identity.owner_key), webhook[0].id, webhook[1])
+        return submitted
+
+    def _submit_once(self, request: GenerationRequest, identity: Identity, key: str, fingerprint: str) -> Submitted:
+        s = self.services
+        owner = Owner(identity.kind, identity.owner_key)
+        deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
+        while True:
+            claim = s.idempotency.claim(owner, key, fingerprint)
+            if not claim.replayed:
+                try:
+                    return Submitted(self.submit(request, identity, request_id=claim.job_id, follow=False))
+                except BaseException:
+                    s.idempotency.release(owner, key, claim.job_id)  # refused: a corrected retry may use the key
+                    raise
+            if s.jobs.get(claim.job_id) is not None:
+                return Submitted(claim.job_id, replayed=True)
+            if claim.age_seconds > IN_FLIGHT_WAIT_SECONDS * 6:
+                raise JobNotFound("The request sent with this Idempotency-Key ended a while ago and is no longer "
+                                  "kept; send a new request with a new key.")
+            if time.monotonic() > deadline:
+                raise IdempotencyKeyInFlight("The first request with this Idempotency-Key is still being "
+                                             "submitted; retry in a few seconds.")
+            time.sleep(0.05)
+
+    def job_view(self, identity: Identity, job_id: str) -> JobView:
+        """One of my jobs with its result or error; `JobNotFound` for anyone else's."""
+        job = self.services.jobs.owned(Owner(identity.kind, identity.owner_key), job_id)
+        if not job.is_open:
+            self._settle_allowance_here(identity, job)
+        return self.describe_job(job, identity)
+
+    def describe_job(self, job: Job, identity: Identity | None = None) -> JobView:
+        """A job as `job_view` shows it (the webhook sender calls this for ended jobs of accounts)."""
+        identity = identity or Identity.account(job.owner.key)
+        done = job.result
+        images = []
+        for image_id in done.get("images", []) if job.state == SUCCEEDED else []:
+            try:
+                images.append(self.services.images.get(identity, image_id))
+            except ImageNotFound:
+                continue  # deleted or expired since
+        error = None
+        if job.error is not None:
+            error = error_named(job.error, job.message or "")
+        return JobView(
+            status=self._status(job), mode=str(job.settings.get("mode", "")), num_images=job.num_images,
+            created_at=job.created_at, finished_at=job.finished_at, outcome=job.outcome, error=error, images=images,
+            blocked=int(done.get("blocked", 0)), charged=int(done.get("charged", 0)),
+            seeds=[image.seed for image in images], messages=list(done.get("messages", [])),
+        )
+
+    def await_job(self, identity: Identity, job_id: str, timeout: float) -> JobView:
+        """`job_view` after waiting up to `timeout` seconds for the job to end."""
+        self.services.jobs.owned(Owner(identity.kind, identity.owner_key), job_id)  # JobNotFound first
+        if timeout > 0:
+            with contextlib.suppress(NanobananaError):  # not ended yet, or ended with an error: the view says which
+                self.wait(identity, job_id, timeout=timeout)
+        return self.job_view(identity, job_id)
+
+    def api_caller(self, key: str) -> ApiCaller:
+        """The account behind an API key (`InvalidApiKey` for an unknown or revoked one)."""
+        record = self.services.api_keys.resolve(key)
+        return ApiCaller(Identity.account(record.account_id), record)
+
+    def create_api_key(self, identity: Identity, name: str, webhook_url: str | None = None) -> NewApiKey:
+        """A new key for my account: the key and its webhook secret are in the answer and nowhere else."""
+        account = self._account(identity)
+        if webhook_url:
+            self.services.webhooks.check(webhook_url)
+        return self.services.api_keys.create(account.id, name, webhook_url or None)
+
+    def api_keys(self, identity: Identity) -> list[ApiKey]:
+        return self.services.api_keys.list(self._account(identity).id)
+
+    def revoke_api_key(self, identity: Identity, key_id: str) -> ApiKey:
+        return self.services.api_keys.revoke(self._account(identity).id, key_id)
+
     # -- accounts ---------------------------------------------------------------------------------
     def sign_in(self, profile: OAuthProfileData) -> Account:
         """The account for this sign-in, created on the first one: with the sign-up grant, unless this
@@ -533,6 +670,8 @@ class Studio:
         report = self.services.images.sweep()
         history = self.services.generation_log.sweep()
         self.services.sessions.sweep()
+        self.services.idempotency.sweep()
+        self.services.webhooks.sweep()
         return SweepReport(report.images, report.files, report.exports, history, jobs)
 
     def metrics_text(self) -> bytes:
@@ -556,6 +695,7 @@ class Studio:
         self._sweeper.start()
 
     def close(self) -> None:
+        self.services.webhooks.stop()
         if self.worker is not None:
             self.worker.stop()
             self.worker = None

@@ -194,6 +194,14 @@ class IdempotencyKeyInFlight(NanobananaError, RuntimeError):
     outcome = "idempotency_in_flight"
 
 
+class RequestTooLarge(InvalidRequest):
+    """A request body over the limit; nothing of it was read further."""
+
+
+class UnsupportedContentType(InvalidRequest):
+    """A request body in a format the route does not take."""
+
+
 class WebhookTargetRefused(InvalidRequest):
     """A webhook URL we will not call (not http(s), or on a private, loopback or link-local address)."""
 

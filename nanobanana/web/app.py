@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.middleware.sessions import SessionMiddleware
 
+from nanobanana.api import mount_api
 from nanobanana.service.studio import Studio
 from nanobanana.web import auth, middleware
 from nanobanana.web.config import UIConfig, load_ui_config
@@ -29,8 +30,8 @@ __all__ = ["GENERIC_ERROR", "StudioUI", "create_app", "serve"]
 # -- the web app --------------------------------------------------------------------------------------
 def create_app(studio: Studio, config: UIConfig | None = None,
                environ: Mapping[str, str] | None = None) -> FastAPI:
-    """Gradio at `/`, plus `/files/...`, `/metrics`, `/privacy`, `/logout` and the Google/GitHub sign-in
-    routes, behind the guards of `nanobanana.web.middleware`."""
+    """Gradio at `/`, plus `/files/...`, `/metrics`, `/privacy`, `/logout`, the Google/GitHub sign-in
+    routes and the API (`/v1`, `/mcp`), behind the guards of `nanobanana.web.middleware`."""
     environ = os.environ if environ is None else environ
     config = config or load_ui_config(environ)
     secret = auth.session_secret(config, environ)
@@ -75,6 +76,7 @@ def create_app(studio: Studio, config: UIConfig | None = None,
         return RedirectResponse(safe_target(request.query_params.get("_target_url")), status_code=302)
 
     file_routes(app, studio)
+    mount_api(app, studio)  # /v1 and /mcp, before Gradio takes /
     providers = auth.add_provider_routes(app, config, studio)
     if providers:
         log.info("Sign-in with %s enabled.", ", ".join(providers))

@@ -1,4 +1,4 @@
-"""Operator commands: `python -m nanobanana users|credits|export|delete-account|sweep|announce ...`.
+"""Operator commands: `python -m nanobanana users|credits|api-keys|export|delete-account|sweep|announce ...`.
 
 USER is a username or an account id. Every command prints a sentence (or, with `--json`, one JSON
 object) and exits non-zero on failure.
@@ -73,6 +73,35 @@ def credits_history(args):
                     "\n".join(lines) if lines else f"{account.username} has no ledger entries.")
 
 
+def api_keys_create(args):
+    with open_operations() as ops:
+        account = ops.account(args.user)
+        new = ops.create_api_key(args.user, args.name, args.webhook_url)
+        payload = {"username": account.username, **new.record.to_dict(), "key": new.key,
+                   "webhook_secret": new.webhook_secret}
+        return _out(args, payload, f"API key {new.record.id} ({new.record.name}) for {account.username}:\n"
+                                   f"  key:            {new.key}\n  webhook secret: {new.webhook_secret}\n"
+                                   "Shown this once; only a hash is stored.")
+
+
+def api_keys_list(args):
+    with open_operations() as ops:
+        account = ops.account(args.user)
+        keys = [k.to_dict() for k in ops.api_keys(args.user)]
+        lines = [f"{k['id']}  {k['prefix']}…  {k['name']:24} made {k['created_at']}  last used "
+                 f"{k['last_used_at'] or 'never'}" for k in keys]
+        return _out(args, {"username": account.username, "keys": keys},
+                    "\n".join(lines) if lines else f"{account.username} has no API keys.")
+
+
+def api_keys_revoke(args):
+    with open_operations() as ops:
+        account = ops.account(args.user)
+        key = ops.revoke_api_key(args.user, args.key_id)
+        return _out(args, {"username": account.username, "id": key.id, "revoked": True},
+                    f"Revoked API key {key.id} ({key.name}) of {account.username}; it stops working at once.")
+
+
 def export(args):
     with open_operations() as ops:
         account = ops.account(args.user)
@@ -140,6 +169,18 @@ def register(subparsers) -> None:
     p.add_argument("--reason", required=True, help="why (kept in the ledger)")
     p = _parser(credits_sub, "history", "an account's ledger", credits_history)
     p.add_argument("user", help="username or account id")
+
+    keys = subparsers.add_parser("api-keys", help="make, list and revoke an account's API keys")
+    keys_sub = keys.add_subparsers(dest="api_keys_command", required=True, metavar="ACTION")
+    p = _parser(keys_sub, "create", "make an API key (printed once)", api_keys_create)
+    p.add_argument("user", help="username or account id")
+    p.add_argument("--name", required=True, help="what will use it (shown in the key list)")
+    p.add_argument("--webhook-url", help="where this key's job ends are posted by default")
+    p = _parser(keys_sub, "list", "an account's API keys (never the keys themselves)", api_keys_list)
+    p.add_argument("user", help="username or account id")
+    p = _parser(keys_sub, "revoke", "revoke an API key at once", api_keys_revoke)
+    p.add_argument("user", help="username or account id")
+    p.add_argument("key_id", help="the key's id (see `api-keys list`)")
 
     p = _parser(subparsers, "export", "write an account's privacy export zip", export)
     p.add_argument("user", help="username or account id")

@@ -16,6 +16,7 @@ from pathlib import Path
 from nanobanana.errors import ConfigError, OperatorError
 from nanobanana.service.accounts import Account, OAuthProfileData
 from nanobanana.service.announcements import AnnounceReport
+from nanobanana.service.api_keys import ApiKey, NewApiKey
 from nanobanana.service.build import Services, build_services
 from nanobanana.service.images import SweepReport
 from nanobanana.service.ledger import LedgerEntry
@@ -64,6 +65,16 @@ class Operations:
         account = self.account(user)
         self.studio.delete_account(account.identity)
         return account
+
+    def create_api_key(self, user: str, name: str, webhook_url: str | None = None) -> NewApiKey:
+        """A key for the account (shown once: the answer holds the key and its webhook secret)."""
+        return self.studio.create_api_key(self.account(user).identity, name, webhook_url)
+
+    def api_keys(self, user: str) -> list[ApiKey]:
+        return self.studio.api_keys(self.account(user).identity)
+
+    def revoke_api_key(self, user: str, key_id: str) -> ApiKey:
+        return self.studio.revoke_api_key(self.account(user).identity, key_id)
 
     def sweep(self) -> SweepReport:
         return self.studio.sweep()

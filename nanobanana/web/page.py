@@ -24,6 +24,7 @@ from nanobanana.generation import GenerationRequest, Mode
 from nanobanana.service.accounts import Identity
 from nanobanana.service.studio import Studio, StudioResult
 from nanobanana.web import auth, presenters
+from nanobanana.web.api_keys_panel import ApiKeysPanel
 from nanobanana.web.config import UIConfig
 from nanobanana.web.gradio_files import (
     UploadMemory,
@@ -491,6 +492,7 @@ class StudioUI:
                                 confirm_delete = gr.Button("Yes, delete everything", variant="stop")
                                 cancel_delete = gr.Button("Cancel")
                         deleted_note = gr.Markdown()
+                        ApiKeysPanel(self).build(account_tab)
 
                 with gr.Tab("Stats", id="stats") as stats_tab:
                     stats_numbers = gr.Markdown(elem_id="nb-stats")

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.routing import Match
 
 from nanobanana.api.callers import Callers
 from nanobanana.api.problems import MEDIA_TYPE, error_response, problem, problem_response
@@ -30,7 +31,6 @@ from nanobanana.api.schemas import (
     ImageRequestBase,
     JobOut,
     LedgerEntryOut,
-    Problem,
     decode_base64_images,
     job_out,
     ledger_out,
@@ -50,6 +50,8 @@ from nanobanana.service.studio import ApiCaller, Studio
 log = logging.getLogger(__name__)
 
 PRIVATE = {"Cache-Control": "private, no-store"}
+ACCOUNT_ONLY = {"get_ledger", "delete_account"}  # anonymous calls are refused here whatever the configuration
+NULLABLE_FORM_FIELDS = {"aspect_ratio", "steps", "guidance", "seed", "scheduler", "webhook_url"}
 REPLAYED_HEADER = "Idempotent-Replayed"
 DESCRIPTION = """Make and edit images from scripts and agents.
 
@@ -61,9 +63,18 @@ cancel with `DELETE /jobs/{id}`, download with `GET /images/{id}`. Errors are
 """
 
 
+# What a submitted job's id is for (OpenAPI links: clients and fuzzers follow them).
+JOB_LINKS = {
+    "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/id"}},
+    "CancelJob": {"operationId": "cancel_job", "parameters": {"job_id": "$response.body#/id"}},
+}
+
+
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": "A problem (RFC 9457)."}
-            for status in statuses}
+    """Response docs for these error statuses (and 422, which every route may answer), problem+json only."""
+    problem_json = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {status: {"content": problem_json, "description": "A problem (RFC 9457)."}
+            for status in sorted({*statuses, 422})}
 
 
 def _validation_message(exc: ValidationError | RequestValidationError) -> str:
@@ -150,7 +161,12 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
         detail = {404: "There is no such API route; see /v1/openapi.json.",
                   405: "This route does not take that method; see /v1/openapi.json."}.get(exc.status_code,
                                                                                           str(exc.detail))
-        return problem_response(problem(exc.status_code, detail), headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path: GET and DELETE of one path are two routes
+            methods = {m for route in api.router.routes if route.matches(request.scope)[0] != Match.NONE
+                       for m in getattr(route, "methods", None) or ()}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return problem_response(problem(exc.status_code, detail), headers=headers)
 
     bearer = HTTPBearer(auto_error=False, description="An API key: `nb_...` (Account tab → API keys).")
 
@@ -194,8 +210,8 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
                         files.append(await value.read())
                     elif name == "images":
                         fields.setdefault("images", []).append(value)
-                    elif value != "":
-                        fields[name] = value
+                    elif value != "" and not (value == "null" and name in NULLABLE_FORM_FIELDS):
+                        fields[name] = value  # a form has no null: "" or "null" leaves an optional field unset
             finally:
                 await form.close()
             parsed = _validated(fields)
@@ -229,10 +245,12 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
     }}}
 
     @api.post(
-        "/images", response_model=JobOut, status_code=202, openapi_extra=submit_docs,
+        "/images", operation_id="submit_images", response_model=JobOut, status_code=202,
+        openapi_extra=submit_docs,
         summary="Make or edit images (a job)",
-        responses={200: {"model": JobOut, "description": "The job ended within `wait`."},
-                   202: {"model": JobOut, "description": "The job is queued or running; poll `Location`."},
+        responses={200: {"model": JobOut, "description": "The job ended within `wait`.", "links": JOB_LINKS},
+                   202: {"model": JobOut, "description": "The job is queued or running; poll `Location`.",
+                         "links": JOB_LINKS},
                    **_problems(401, 402, 409, 413, 415, 422, 429)},
     )
     async def submit(
@@ -260,7 +278,7 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
         return JSONResponse(job.model_dump(mode="json"), status_code=202 if view.status.state in
                             ("queued", "running") else 200, headers=headers)
 
-    @api.get("/images/{image_id}", summary="Download one of my images",
+    @api.get("/images/{image_id}", operation_id="get_image", summary="Download one of my images",
              response_class=Response, responses={200: {"content": {"image/png": {}},
                                                        "description": "The stored file, byte for byte."},
                                                  **_problems(401, 404, 429)})
@@ -269,23 +287,27 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
         return FileResponse(path, media_type="image/png", headers=PRIVATE)
 
     # -- jobs -------------------------------------------------------------------------------------
-    @api.get("/jobs", response_model=list[JobOut], summary="My recent jobs", responses=_problems(401, 422, 429))
+    @api.get("/jobs", operation_id="list_jobs", response_model=list[JobOut], summary="My recent jobs",
+             responses=_problems(401, 422, 429))
     def my_jobs(who: Caller, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[JobOut]:
         return [job_out(studio.describe_job(job, who.identity)) for job in studio.jobs(who.identity, limit=limit)]
 
-    @api.get("/jobs/{job_id}", response_model=JobOut, summary="One job: state, place in line, progress, result",
+    @api.get("/jobs/{job_id}", operation_id="get_job", response_model=JobOut,
+             summary="One job: state, place in line, progress, result",
              responses=_problems(401, 404, 422, 429))
     def job(job_id: JobId, who: Caller, wait: Wait = 0) -> JobOut:
         return job_out(studio.await_job(who.identity, job_id, wait))
 
-    @api.delete("/jobs/{job_id}", response_model=JobOut, summary="Cancel a job (nothing is charged)",
+    @api.delete("/jobs/{job_id}", response_model=JobOut, operation_id="cancel_job",
+                summary="Cancel a job (nothing is charged)",
                 responses=_problems(401, 404, 422, 429))
     def cancel(job_id: JobId, who: Caller) -> JobOut:
         studio.cancel(who.identity, job_id)
         return job_out(studio.job_view(who.identity, job_id))
 
     # -- the account ------------------------------------------------------------------------------
-    @api.get("/account", response_model=AccountOut, summary="Balance and allowance", responses=_problems(401, 429))
+    @api.get("/account", operation_id="get_account", response_model=AccountOut, summary="Balance and allowance",
+             responses=_problems(401, 429))
     def account(who: Caller) -> AccountOut:
         summary = studio.account_summary(who.identity)
         if summary is None:
@@ -293,13 +315,15 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
                               allowance_per_day=info.anonymous_images_per_day)
         return AccountOut(kind="account", username=summary.username, balance=summary.balance)
 
-    @api.get("/account/ledger", response_model=list[LedgerEntryOut], summary="My credit history, newest first",
+    @api.get("/account/ledger", operation_id="get_ledger", response_model=list[LedgerEntryOut],
+             summary="My credit history, newest first",
              responses=_problems(401, 422, 429))
     def ledger(who: AccountCaller, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[LedgerEntryOut]:
         entries = studio.ledger(who.identity)
         return [ledger_out(e) for e in reversed(entries[-limit:])]
 
-    @api.get("/account/export", response_class=Response, summary="Everything stored about me, as one zip",
+    @api.get("/account/export", operation_id="export_account", response_class=Response,
+             summary="Everything stored about me, as one zip",
              responses={200: {"content": {"application/zip": {}}, "description": "The privacy export."},
                         **_problems(401, 429)})
     def export(who: Caller) -> Response:
@@ -307,7 +331,8 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
         return FileResponse(path, media_type="application/zip", filename="nanobanana-my-data.zip", headers=PRIVATE,
                             background=BackgroundTask(path.unlink, missing_ok=True))
 
-    @api.delete("/account", response_model=Deleted, summary="Delete my account and everything tied to it",
+    @api.delete("/account", operation_id="delete_account", response_model=Deleted,
+                summary="Delete my account and everything tied to it",
                 responses=_problems(401, 422, 429))
     def delete_account(who: AccountCaller, confirm: Annotated[str, Query(
             pattern="^DELETE$", description="Must be DELETE: this removes the account, its credits, images, "
@@ -315,4 +340,22 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
         studio.delete_account(who.identity)
         return Deleted()
 
+    if config.anonymous == "allowance":
+        _anonymous_allowed_in_schema(api)
     return api
+
+
+def _anonymous_allowed_in_schema(api: FastAPI) -> None:
+    """Say in the schema that the key is optional (`security: [{bearer}, {}]`), which FastAPI cannot."""
+    build = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # FastAPI's, cached by it
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                security = operation.get("security") if isinstance(operation, dict) else None
+                if security and {} not in security and operation.get("operationId") not in ACCOUNT_ONLY:
+                    operation["security"] = [*security, {}]
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]

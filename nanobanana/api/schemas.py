@@ -77,7 +77,8 @@ def request_model(info: StudioInfo) -> type[ImageRequestBase]:
                                  examples=[[IMAGE_EXAMPLE]])),
         webhook_url=(str | None, Field(None, max_length=2000, description="POSTed the job (signed, "
                                        "Standard Webhooks) when it ends; needs an API key. null: the key's "
-                                       "default URL, if it has one.", examples=["https://example.org/hooks/nb"])),
+                                       "default URL, if it has one. Hosts on private, loopback or link-local "
+                                       "addresses are refused.")),
     )
 
 

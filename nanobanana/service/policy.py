@@ -62,6 +62,11 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
 - **Uploaded images** for image-to-image and edits are read once and their file deleted; a copy without
   its metadata is held in the server's memory (not on disk) for 30 minutes, so the same upload can be
   edited again, and with a request while it waits or runs.
+- **API keys** (if you make any): a one-way hash of each key, its name, when it was made and last used;
+  deleted when you revoke it or delete your account. An `Idempotency-Key` you send is kept with the id of
+  the request it made for **{_hours(config.api.idempotency_hours)}**. For a request with a webhook, its
+  URL and the result we post there are kept until delivered or given up, then for
+  **{config.api.webhooks.keep_days:g} days**.
 
 ## Limits
 - Free allowance without an account: **{allowance.anonymous_images_per_day} images per day**, counted per

@@ -18,10 +18,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from nanobanana.errors import ApiKeyNotFound, InvalidApiKey, InvalidRequest
-from nanobanana.service.db import Database, api_keys, instance_secrets, utcnow
+from nanobanana.service.db import Database, api_keys, utcnow
 
 KEY_PREFIX = "nb_"
 SHOWN_CHARS = 10  # "nb_" and 7 more: enough to tell one's keys apart, far too few to guess the rest
@@ -72,21 +71,7 @@ class ApiKeys:
     def __init__(self, db: Database, max_per_account: int = 20) -> None:
         self.db = db
         self.max_per_account = max_per_account
-        self._signing_key = self._instance_key()  # now, not inside a caller's transaction
-
-    def _instance_key(self) -> bytes:
-        select = sa.select(instance_secrets.c.value).where(instance_secrets.c.name == WEBHOOK_KEY)
-        with self.db.transaction() as c:
-            value = c.execute(select).scalar()
-        if value is None:
-            try:
-                with self.db.transaction() as c:
-                    value = secrets.token_hex(32)
-                    c.execute(instance_secrets.insert().values(name=WEBHOOK_KEY, value=value))
-            except IntegrityError:  # another replica made it first
-                with self.db.transaction() as c:
-                    value = c.execute(select).scalar_one()
-        return bytes.fromhex(value)
+        self._signing_key = db.instance_secret(WEBHOOK_KEY)  # now, not inside a caller's transaction
 
     def webhook_secret(self, key_id: str) -> str:
         """The key's webhook signing secret, as Standard Webhooks writes it (`whsec_` + base64)."""

@@ -8,6 +8,7 @@ here so the schema reads in one place; the migrations in `nanobanana/migrations/
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from nanobanana.errors import DatabaseError
 
@@ -327,6 +329,22 @@ class Database:
             return
         with self.engine.begin() as new:
             yield new
+
+    def instance_secret(self, name: str) -> bytes:
+        """A random key made once per installation under `name` and shared by every replica (call it at
+        start-up, not inside a transaction: SQLite would wait on itself)."""
+        select = sa.select(instance_secrets.c.value).where(instance_secrets.c.name == name)
+        with self.transaction() as c:
+            value = c.execute(select).scalar()
+        if value is None:
+            try:
+                with self.transaction() as c:
+                    value = secrets.token_hex(32)
+                    c.execute(instance_secrets.insert().values(name=name, value=value))
+            except IntegrityError:  # another replica made it first
+                with self.transaction() as c:
+                    value = c.execute(select).scalar_one()
+        return bytes.fromhex(value)
 
     @property
     def is_sqlite(self) -> bool:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from nanobanana.errors import IdempotencyKeyReused, InvalidRequest
-from nanobanana.service.db import Database, idempotency_keys, jobs, utcnow
+from nanobanana.service.db import Database, idempotency_keys, utcnow
 from nanobanana.service.jobs import Owner
 
 MAX_KEY_CHARS = 255
@@ -77,10 +77,6 @@ class IdempotencyKeys:
         """The first submission with this key was refused before it made a job: forget the claim."""
         with self.db.transaction() as c:
             c.execute(idempotency_keys.delete().where(*self._mine(owner, key), idempotency_keys.c.job_id == job_id))
-
-    def job_exists(self, job_id: str) -> bool:
-        with self.db.transaction() as c:
-            return c.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id)).first() is not None
 
     def sweep(self) -> int:
         with self.db.transaction() as c:

@@ -18,9 +18,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
-from nanobanana.service.db import Database, closed_accounts, instance_secrets, sign_in_sessions, utcnow
+from nanobanana.service.db import Database, closed_accounts, sign_in_sessions, utcnow
 
 SUBJECT_KEY = "subject-hmac-key"
 
@@ -34,23 +33,9 @@ class SignInSessions:
         self.db = db
         self.lifetime = timedelta(hours=hours)
         self.closed_memory = timedelta(days=closed_account_days)
-        self._key = self._subject_key()  # now, not inside a caller's transaction (SQLite would wait on itself)
+        self._key = db.instance_secret(SUBJECT_KEY)  # now, not inside a caller's transaction
 
     # -- who ----------------------------------------------------------------------------------------
-    def _subject_key(self) -> bytes:
-        select = sa.select(instance_secrets.c.value).where(instance_secrets.c.name == SUBJECT_KEY)
-        with self.db.transaction() as c:
-            value = c.execute(select).scalar()
-        if value is None:
-            try:
-                with self.db.transaction() as c:
-                    value = secrets.token_hex(32)
-                    c.execute(instance_secrets.insert().values(name=SUBJECT_KEY, value=value))
-            except IntegrityError:  # another replica made it first
-                with self.db.transaction() as c:
-                    value = c.execute(select).scalar_one()
-        return bytes.fromhex(value)
-
     def subject(self, provider: str, provider_user_id: str) -> str:
         message = f"{provider}\x00{provider_user_id}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()

@@ -1,4 +1,4 @@
-"""The ten aspect-ratio presets, mapped to sizes native to the loaded model.
+"""The aspect-ratio presets (the ten by default, or the model's own list), mapped to sizes native to it.
 
 A preset keeps about the model's base pixel count (base_resolution²), rounded to the size multiple its
 VAE and UNet/transformer need, and never below `min_short_side` on the short edge.
@@ -7,6 +7,7 @@ VAE and UNet/transformer need, and never below `min_short_side` on the short edg
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nanobanana.errors import InvalidRequest
@@ -30,9 +31,10 @@ def _parse(ratio: str) -> float:
     return w / h
 
 
-def size_for(ratio: str, base_resolution: int, multiple: int, min_short_side: int = 0) -> AspectSize:
-    if ratio not in ASPECT_RATIOS:
-        raise InvalidRequest(f"Aspect ratio {ratio!r} is not offered; choose one of: {', '.join(ASPECT_RATIOS)}.")
+def size_for(ratio: str, base_resolution: int, multiple: int, min_short_side: int = 0,
+             ratios: Sequence[str] = ASPECT_RATIOS) -> AspectSize:
+    if ratio not in ratios:
+        raise InvalidRequest(f"Aspect ratio {ratio!r} is not offered; choose one of: {', '.join(ratios)}.")
     r = _parse(ratio)
     area = base_resolution * base_resolution
     width, height = math.sqrt(area * r), math.sqrt(area / r)
@@ -48,11 +50,12 @@ def size_for(ratio: str, base_resolution: int, multiple: int, min_short_side: in
     return AspectSize(ratio, snap(width, floor_w), snap(height, floor_h))
 
 
-def all_sizes(base_resolution: int, multiple: int, min_short_side: int = 0) -> list[AspectSize]:
-    return [size_for(r, base_resolution, multiple, min_short_side) for r in ASPECT_RATIOS]
+def all_sizes(base_resolution: int, multiple: int, min_short_side: int = 0,
+              ratios: Sequence[str] = ASPECT_RATIOS) -> list[AspectSize]:
+    return [size_for(r, base_resolution, multiple, min_short_side, ratios) for r in ratios]
 
 
-def closest_ratio(width: int, height: int) -> str:
+def closest_ratio(width: int, height: int, ratios: Sequence[str] = ASPECT_RATIOS) -> str:
     """The preset whose ratio is nearest (in log space) to an image's own."""
     target = math.log(width / height)
-    return min(ASPECT_RATIOS, key=lambda r: abs(math.log(_parse(r)) - target))
+    return min(ratios, key=lambda r: abs(math.log(_parse(r)) - target))

@@ -88,9 +88,10 @@ def build_services(
     store = images(db, config.data_dir, config.storage)  # type: ignore[arg-type]
     log = GenerationLog(db, config.privacy.history_retention_days)
     jobs = JobStore(db, config.jobs, config.data_dir)  # type: ignore[arg-type]
+    generator = generator or Generator()
     return Services(
-        config=config, environ=environ, db=db, generator=generator or Generator(), safety=SafetyGate(safety),
-        cost_rule=CostRule(config.credits), accounts=accounts, ledger=ledger,
+        config=config, environ=environ, db=db, generator=generator, safety=SafetyGate(safety),
+        cost_rule=CostRule.for_model(config.credits, generator.config.model), accounts=accounts, ledger=ledger,
         allowance=Allowance(config.allowance.anonymous_images_per_day), images=store, generation_log=log,
         usage=UsageRecorder(db), privacy=Privacy(db, accounts, ledger, store, log, jobs),
         announcements=Announcements(db, accounts, config.smtp, config.privacy.operator_name),

@@ -391,11 +391,11 @@ class Studio:
     def info(self) -> StudioInfo:
         s = self.services
         model = s.generator.config.model
-        tokens = s.generator.load().max_prompt_tokens
+        tokens = s.generator.load().prompt_room
         return StudioInfo(
             model_id=s.generator.model_id, model_name=model.name, sizes=s.generator.sizes(),
             schedulers=s.generator.schedulers(), limits=s.generator.config.limits, max_steps=model.max_steps,
-            max_prompt_tokens=tokens - 2 if tokens else None,  # as plan.fit_prompt counts them
+            max_prompt_tokens=tokens,  # as plan.fit_prompt counts them
             defaults=model.defaults, supports_negative_prompt=model.supports_negative_prompt,
             supports_guidance=model.supports_guidance,
             anonymous_expiry_hours=s.config.storage.anonymous_expiry_hours,
@@ -521,6 +521,7 @@ class Studio:
         return policy_markdown(
             self.services.config, environ=self.services.environ,
             prompt_filter=self.services.safety.prompt_filter, image_filter=self.services.safety.image_filter,
+            model=self.services.generator.config.model, cost_rule=self.services.cost_rule,
         )
 
     # -- the service's own upkeep and figures ----------------------------------------------------

@@ -19,8 +19,6 @@ _WORDS = (
     "photo picture painting style sunset mountain city river"
 )
 DEFAULT_WORDS = tuple(_WORDS.split())
-    ["a", "an", "the", "on", "of", "in", "with", "and", "to", "make", "it", "is", "this", "red", "green", "blue", "yellow", "white", "black", "orange", "purple", "circle", "square", "triangle", "star", "cat", "dog", "house", "car", "tree", "sky", "background", "left", "right", "top", "bottom", "center", "one", "two", "three", "photo", "picture", "painting", "style", "sunset", "mountain", "city", "river"]
-)
 
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

@@ -86,15 +86,21 @@ def _vae(spec: TwinSpec, flux: bool = False):
     )
 
 
-def _unet(spec: TwinSpec, cross_attention_dim: int, **extra: Any):
+def _unet(spec: TwinSpec, cross_attention_dim: int, *, attention_first: bool = False, **extra: Any):
+    """SD 2.x puts cross-attention in all but the deepest block, SDXL in all but the first."""
     from diffusers import UNet2DConditionModel
 
     n = len(spec.unet_channels)
+    if attention_first:
+        down = ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"]
+        up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1)
+    else:
+        down = ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * (n - 1)
+        up = ["CrossAttnUpBlock2D"] * (n - 1) + ["UpBlock2D"]
     return UNet2DConditionModel(
         sample_size=spec.run_resolution // 8, in_channels=spec.latent_channels,
         out_channels=spec.latent_channels, block_out_channels=spec.unet_channels, layers_per_block=1,
-        down_block_types=["DownBlock2D"] + ["CrossAttnDownBlock2D"] * (n - 1),
-        up_block_types=["CrossAttnUpBlock2D"] * (n - 1) + ["UpBlock2D"],
+        down_block_types=down, up_block_types=up,
         cross_attention_dim=cross_attention_dim, attention_head_dim=[2 * (i + 1) for i in range(n)],
         use_linear_projection=True, norm_num_groups=min(spec.unet_channels) // 2, **extra,
     )
@@ -120,7 +126,7 @@ def _stable_diffusion_2(spec: TwinSpec):
     tokenizer = clip_tokenizer(max_length=spec.max_tokens, pad_token="!")
     return StableDiffusionPipeline(
         vae=_vae(spec), text_encoder=CLIPTextModel(_clip_config(spec, tokenizer)), tokenizer=tokenizer,
-        unet=_unet(spec, spec.text_hidden), scheduler=_scheduler(spec), safety_checker=None,
+        unet=_unet(spec, spec.text_hidden, attention_first=True), scheduler=_scheduler(spec), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
     )
 

@@ -163,10 +163,11 @@ class Generator:
                                    for p in plans for _ in range(p.settings.num_images)]
         if first.strength is not None:
             kwargs["strength"] = first.strength
-        if first.pipeline != "image-to-image":
-            kwargs["width"], kwargs["height"] = first.width, first.height
-            # FLUX.1 Kontext rescales any size to `max_area` (1024² by default): ask for the planned one.
-            kwargs["max_area"] = first.width * first.height
+        # Always the planned size: FLUX.1's image-to-image otherwise makes 1024² whatever the input (SD's
+        # takes the input's size and has no such arguments: they are filtered out below).
+        kwargs["width"], kwargs["height"] = first.width, first.height
+        # FLUX.1 Kontext rescales any size to `max_area` (1024² by default): ask for the planned one.
+        kwargs["max_area"] = first.width * first.height
         if model.config.max_sequence_length:
             kwargs["max_sequence_length"] = model.config.max_sequence_length
         accepted = _call_parameters(type(pipe))

@@ -219,9 +219,9 @@ class GeminiProvider:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    import httpx
-
-    return isinstance(exc, httpx.TimeoutException | TimeoutError)
+    """The SDK's transport may be httpx or its fork httpx2: go by the exception's family name."""
+    return isinstance(exc, TimeoutError) or any(
+        cls.__name__ == "TimeoutException" or cls.__name__.endswith("Timeout") for cls in type(exc).__mro__)
 
 
 def _api_message(exc: Any, config: ModelConfig) -> str:

@@ -145,7 +145,7 @@ def test_edit_uses_the_edit_pipeline_where_there_is_one(twin):
 
 
 def test_several_reference_images_only_where_the_config_says_so(twin):
-    name, generator = twin
+    _, generator = twin
     config = generator.config.model
     images = [INPUT, Image.new("RGB", (64, 64), (20, 20, 220))]
     request = t2i("put the cat from image 1 on image 2", mode=Mode.EDIT, images=images, aspect_ratio="1:1")

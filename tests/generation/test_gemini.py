@@ -105,7 +105,7 @@ def test_a_model_with_one_size_sends_no_image_size(server):
 
 def test_a_blocked_prompt_is_a_prompt_refusal_never_an_empty_success(server, gemini):
     server.answers.append(blocked_prompt_answer("PROHIBITED_CONTENT"))
-    with pytest.raises(PromptBlocked, match="Google refused this prompt.*PROHIBITED_CONTENT.*nothing was charged"):
+    with pytest.raises(PromptBlocked, match=r"Google refused this prompt.*PROHIBITED_CONTENT.*nothing was charged"):
         gemini.generate(GenerationRequest("something"))
 
 

@@ -19,11 +19,28 @@ class AspectSize:
     ratio: str
     width: int
     height: int
+    size: str = ""  # a remote model's size label ("2K"); "" for local models
+    is_default_size: bool = True
 
     @property
     def label(self) -> str:
-        """What the UI shows: "16:9 · 1344×768"."""
+        """What the UI shows: "16:9 · 1344×768" (a remote model: "16:9 · 2K · 2752×1536", about)."""
+        if self.size:
+            return f"{self.ratio} · {self.size} · about {self.width}×{self.height}"
         return f"{self.ratio} · {self.width}×{self.height}"
+
+    @property
+    def value(self) -> str:
+        """What a choice of it sends: the ratio, or "16:9@2K" for a remote model's other sizes."""
+        return self.ratio if self.is_default_size else f"{self.ratio}@{self.size}"
+
+
+def split_choice(value: str | None) -> tuple[str | None, str | None]:
+    """An aspect choice ("16:9" or "16:9@2K") as (ratio, size label or None)."""
+    if not value:
+        return None, None
+    ratio, _, size = value.partition("@")
+    return ratio, size or None
 
 
 def _parse(ratio: str) -> float:

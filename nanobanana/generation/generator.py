@@ -10,6 +10,7 @@ keep per-call state, so two calls on one pipeline at the same time would corrupt
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
@@ -104,7 +105,18 @@ class Generator:
         model, cfg = self.load(), self.config.model
         label = size or cfg.default_size_label
         base = cfg.sizes[label] if label else model.base_resolution
-        return all_sizes(base, model.size_multiple, cfg.min_short_side, cfg.aspect_ratios)
+        sizes = all_sizes(base, model.size_multiple, cfg.min_short_side, cfg.aspect_ratios)
+        if not label:
+            return sizes
+        default = label == cfg.default_size_label
+        return [dataclasses.replace(s, size=label, is_default_size=default) for s in sizes]
+
+    def all_sizes(self) -> list[AspectSize]:
+        """Every (preset, size) the model takes: the presets at each of a remote model's sizes, the
+        default size first; the presets alone for a local model."""
+        cfg = self.config.model
+        labels = [cfg.default_size_label, *(s for s in cfg.size_labels if s != cfg.default_size_label)]
+        return [size for label in labels for size in self.sizes(label)] if cfg.sizes else self.sizes()
 
     def modes(self) -> list[Mode]:
         """Modes this model supports (edit falls back to image-to-image where there is no edit pipeline)."""

@@ -382,10 +382,10 @@ class Studio:
         return self._speed_cache
 
     def quote(self, identity: Identity, aspect_ratio: str | None = None, num_images: int = 1,
-              steps: int | None = None) -> Quote:
+              steps: int | None = None, size: str | None = None) -> Quote:
         """What a request with these settings would cost this person, and whether they can afford it.
-        (The price does not depend on the prompt, so nothing is tokenised.)"""
-        width, height, images, steps = self.services.generator.output_size(aspect_ratio, num_images, steps)
+        (The price does not depend on the prompt, so nothing is tokenised.) `size`: a remote model's."""
+        width, height, images, steps = self.services.generator.output_size(aspect_ratio, num_images, steps, size)
         return self.payer(identity).quote(width, height, steps, images)
 
     def info(self) -> StudioInfo:
@@ -393,7 +393,7 @@ class Studio:
         model = s.generator.config.model
         tokens = s.generator.load().prompt_room
         return StudioInfo(
-            model_id=s.generator.model_id, model_name=model.name, sizes=s.generator.sizes(),
+            model_id=s.generator.model_id, model_name=model.name, sizes=s.generator.all_sizes(),
             schedulers=s.generator.schedulers(), limits=s.generator.config.limits, max_steps=model.max_steps,
             max_prompt_tokens=tokens,  # as plan.fit_prompt counts them
             defaults=model.defaults, supports_negative_prompt=model.supports_negative_prompt,

@@ -190,3 +190,18 @@ def test_without_a_key_the_model_does_not_load_and_says_which_variable(monkeypat
 def test_gemini_names_the_providers_default_model():
     config = load_generation_config(environ={"NANOBANANA_MODEL": "gemini"})
     assert config.model.name == "gemini-3.1-flash-image" and config.model.provider == "gemini"
+
+
+def test_the_page_offers_each_ratio_at_each_size_and_a_choice_says_both(gemini):
+    from nanobanana.generation import split_choice
+    from nanobanana.web.presenters import ratio_choices
+
+    choices = ratio_choices(gemini.all_sizes())
+    cfg = gemini.config.model
+    assert len(choices) == len(cfg.aspect_ratios) * len(cfg.sizes)
+    values = [value for _, value in choices]
+    assert values[: len(cfg.aspect_ratios)] == cfg.aspect_ratios  # the default size (1K) needs no suffix
+    assert "8:1@4K" in values and "1:1@512" in values
+    assert split_choice("8:1@4K") == ("8:1", "4K") and split_choice("16:9") == ("16:9", None)
+    label = dict((v, k) for k, v in choices)["16:9@2K"]
+    assert label.startswith("16:9 · 2K · about ")

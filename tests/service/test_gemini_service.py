@@ -48,7 +48,7 @@ def test_our_prompt_filter_runs_before_anything_is_sent_to_google(studio, server
 def test_a_refusal_by_google_is_refunded(studio, server, answer):
     account = studio.sign_in(ANA)
     server.answers.append(answer)
-    with pytest.raises((PromptBlocked, ImageBlocked), match="nothing was charged|Nothing was charged"):
+    with pytest.raises((PromptBlocked, ImageBlocked), match=r"nothing was charged|Nothing was charged"):
         studio.generate(GenerationRequest("a cat"), account.identity)
     assert studio.services.ledger.balance(account.id) == account.balance
     assert studio.services.ledger.ledger_sum(account.id) == account.balance

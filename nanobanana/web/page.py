@@ -405,14 +405,17 @@ class StudioUI:
                         negative = gr.Textbox("", label="Negative prompt", placeholder="What to avoid",
                                               visible=model.supports_negative_prompt)
                         with gr.Row():
-                            steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,
-                                              label="Steps")
+                            # A model with one step (a remote one) has nothing to choose (and Gradio
+                            # refuses a slider whose minimum is its maximum).
+                            steps = gr.Slider(1, max(2, model.max_steps), value=defaults.steps, step=1,
+                                              label="Steps", visible=model.max_steps > 1)
                             guidance = gr.Slider(0.0, 20.0, value=defaults.guidance, step=0.5,
                                                  label="Guidance", visible=model.supports_guidance)
                         with gr.Row():
                             seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
                             randomize = gr.Checkbox(True, label="Randomize seed")
-                            scheduler = gr.Dropdown(schedulers, value="", label="Scheduler")
+                            scheduler = gr.Dropdown(schedulers, value="", label="Scheduler",
+                                                    visible=bool(model.schedulers))
                     gallery = gr.Gallery(label="Results", columns=4, height=300, object_fit="contain",
                                          elem_id="nb-gallery", buttons=["download", "fullscreen"],
                                          format="png", fit_columns=False)
@@ -439,8 +442,8 @@ class StudioUI:
                             strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05,
                                                  label="Strength (how much may change)")
                             with gr.Accordion("Advanced", open=False):
-                                edit_steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,
-                                                       label="Steps")
+                                edit_steps = gr.Slider(1, max(2, model.max_steps), value=defaults.steps,
+                                                       step=1, label="Steps", visible=model.max_steps > 1)
                                 edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                                 edit_randomize = gr.Checkbox(True, label="Randomize seed")
                             with gr.Row():

@@ -205,3 +205,25 @@ def test_the_page_offers_each_ratio_at_each_size_and_a_choice_says_both(gemini):
     assert split_choice("8:1@4K") == ("8:1", "4K") and split_choice("16:9") == ("16:9", None)
     label = dict((v, k) for k, v in choices)["16:9@2K"]
     assert label.startswith("16:9 · 2K · about ")
+
+
+def test_a_config_that_prices_sizes_it_does_not_have_is_refused():
+    from nanobanana.generation.config import ModelConfig
+
+    base = {"name": "g", "source": "g", "provider": "gemini", "remote": {"model": "g"}, "sizes": {"1K": 1024}}
+    with pytest.raises(ValueError, match="sizes the model does not have"):
+        ModelConfig(**base, credits_per_image={"1K": 1, "2K": 2})
+    with pytest.raises(ValueError, match="needs a `remote:` section"):
+        ModelConfig(name="g", source="g", provider="gemini")
+    with pytest.raises(ValueError, match="not of the form W:H"):
+        ModelConfig(name="g", source="g", aspect_ratios=["wide"])
+
+
+def test_the_price_of_an_image_follows_its_size_label_at_any_ratio():
+    from nanobanana.generation import model_config_from_reference
+    from nanobanana.service.config import CreditsConfig
+    from nanobanana.service.ledger import CostRule
+
+    rule = CostRule.for_model(CreditsConfig(), model_config_from_reference("gemini-3.1-flash-image"))
+    assert [rule.per_image(w, h, 1) for w, h in [(512, 512), (1376, 768), (2048, 2048), (1536, 12288)]] == \
+        [5, 7, 11, 16]

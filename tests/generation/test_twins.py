@@ -192,3 +192,19 @@ def test_negative_prompt_and_guidance_are_used_or_ignored_as_the_config_says(twi
         assert plan.settings.guidance == config.defaults.guidance
         assert any("does not use guidance" in w for w in plan.warnings)
     assert generator.run(plan).images
+
+
+def test_a_twin_serves_the_whole_request_path(twin, tmp_path):
+    """Queue, worker, image filter, storage and credits on each architecture, as the app runs it."""
+    from nanobanana.service.accounts import OAuthProfileData
+    from tests.helpers import make_studio
+
+    _, generator = twin
+    studio = make_studio(tmp_path / "data", generator)
+    try:
+        account = studio.sign_in(OAuthProfileData("huggingface", "3003", "lee", None))
+        result = studio.generate(t2i(num_images=2, steps=1), account.identity)
+        assert len(result.images) == 2 and result.charged >= 2
+        assert studio.services.ledger.balance(account.id) == account.balance - result.charged
+    finally:
+        studio.close()

@@ -227,3 +227,19 @@ def test_the_price_of_an_image_follows_its_size_label_at_any_ratio():
     rule = CostRule.for_model(CreditsConfig(), model_config_from_reference("gemini-3.1-flash-image"))
     assert [rule.per_image(w, h, 1) for w, h in [(512, 512), (1376, 768), (2048, 2048), (1536, 12288)]] == \
         [5, 7, 11, 16]
+
+
+def test_progress_counts_images_and_cancel_stops_before_the_next_call(server, gemini):
+    import threading
+
+    from nanobanana.errors import GenerationCancelled
+
+    cancel, seen = threading.Event(), []
+
+    def on_step(step: int, total: int) -> None:
+        seen.append((step, total))
+        cancel.set()
+
+    with pytest.raises(GenerationCancelled):
+        gemini.generate(GenerationRequest("cats", num_images=3), on_step=on_step, cancel=cancel)
+    assert seen == [(1, 3)] and len(server.requests) == 1

@@ -43,3 +43,33 @@ def generator(tiny_generation_config):
     gen = Generator(tiny_generation_config)
     gen.load()
     return gen
+
+
+@pytest.fixture(scope="session")
+def twin_generators(tmp_path_factory: pytest.TempPathFactory):
+    """`twin(name)`: a loaded `Generator` on the tiny twin of `configs/models/<name>.yaml`, built once per
+    session by `nanobanana.bundled.twins` and run at the twin's small `run_resolution` (the config's own
+    base resolution is checked by planning only)."""
+    from nanobanana.bundled.twins import build_twin_from_config, twin_spec
+    from nanobanana.generation import Generator, load_generation_config, model_config_from_reference
+
+    made: dict[str, Generator] = {}
+
+    def twin(name: str) -> Generator:
+        if name not in made:
+            path = REPO_ROOT / "configs/models" / f"{name}.yaml"
+            spec = twin_spec(path)
+            if spec is None:
+                pytest.skip(f"{name} has no twin: section, so no tiny twin can be built for it.")
+            out = build_twin_from_config(path, tmp_path_factory.mktemp("twins") / name)
+            model = model_config_from_reference(name).model_copy(update={
+                "source": str(out), "dtype": "float32", "device": "cpu", "variant": None,
+                "base_resolution": spec.run_resolution,
+            })
+            base = load_generation_config(environ={"NANOBANANA_MODEL": name})
+            generator = Generator(base.model_copy(update={"model": model}))
+            generator.load()
+            made[name] = generator
+        return made[name]
+
+    return twin

@@ -5,6 +5,7 @@ the bundled model's training. Everything it builds is standard diffusers/transfo
 `save_pretrained` and loaded by the same code as any hub model.
 
     python -m nanobanana.bundled.builder --config configs/models/tiny-random.yaml --out models/tiny-random
+    python -m nanobanana.bundled.builder --twins   # also every shipped config's tiny twin (see twins.py)
 """
 
 from __future__ import annotations
@@ -157,9 +158,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs/models/tiny-random.yaml")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "models/tiny-random")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--twins", action="store_true",
+                        help="also build the tiny twin of every shipped config into models/twins/<name>")
     args = parser.parse_args(argv)
     path = build_from_config(args.config, args.out, args.seed)
     print(f"saved {path}")
+    if args.twins:
+        from nanobanana.bundled.twins import TWINS_DIR, build_twin_from_config, shipped_configs
+
+        for config in shipped_configs():
+            print(f"saved {build_twin_from_config(config, TWINS_DIR / config.stem, args.seed)}")
     return 0
 
 

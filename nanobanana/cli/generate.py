@@ -11,7 +11,6 @@ import argparse
 import json
 from pathlib import Path
 
-from nanobanana.generation.config import ASPECT_RATIOS
 from nanobanana.generation.generator import Generator
 from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode
 from nanobanana.generation.uploads import load_image
@@ -25,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("prompt", help="what to draw, or the edit to make")
-    parser.add_argument("--aspect", default="1:1", choices=[*ASPECT_RATIOS, "auto"], help="aspect ratio preset")
+    parser.add_argument("--aspect", default="1:1", help="aspect ratio preset (the model's list; \"auto\" for edits)")
+    parser.add_argument("--size", default=None, help="a remote model's output size (512, 1K, 2K, 4K)")
     parser.add_argument("-n", "--num-images", type=int, default=1, help="images to generate (default 1)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
@@ -62,6 +62,7 @@ def request_from_args(args: argparse.Namespace, generator: Generator) -> Generat
         strength=args.strength,
         scheduler=args.scheduler,
         images=images,
+        size=args.size,
     )
 
 

@@ -12,7 +12,7 @@ from nanobanana.errors import (
     ModelLoadError,
     UnsupportedMode,
 )
-from nanobanana.generation.aspect import AspectSize, all_sizes, closest_ratio, size_for
+from nanobanana.generation.aspect import AspectSize, all_sizes, closest_ratio, size_for, split_choice
 from nanobanana.generation.config import (
     ASPECT_RATIOS,
     GenerationConfig,
@@ -52,4 +52,5 @@ __all__ = [
     "load_images",
     "model_config_from_reference",
     "size_for",
+    "split_choice",
 ]

@@ -1,4 +1,4 @@
-"""The ten aspect-ratio presets, mapped to sizes native to the loaded model.
+"""The aspect-ratio presets (the ten by default, or the model's own list), mapped to sizes native to it.
 
 A preset keeps about the model's base pixel count (base_resolution²), rounded to the size multiple its
 VAE and UNet/transformer need, and never below `min_short_side` on the short edge.
@@ -7,6 +7,7 @@ VAE and UNet/transformer need, and never below `min_short_side` on the short edg
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nanobanana.errors import InvalidRequest
@@ -18,11 +19,28 @@ class AspectSize:
     ratio: str
     width: int
     height: int
+    size: str = ""  # a remote model's size label ("2K"); "" for local models
+    is_default_size: bool = True
 
     @property
     def label(self) -> str:
-        """What the UI shows: "16:9 · 1344×768"."""
+        """What the UI shows: "16:9 · 1344×768" (a remote model: "16:9 · 2K · 2752×1536", about)."""
+        if self.size:
+            return f"{self.ratio} · {self.size} · about {self.width}×{self.height}"
         return f"{self.ratio} · {self.width}×{self.height}"
+
+    @property
+    def value(self) -> str:
+        """What a choice of it sends: the ratio, or "16:9@2K" for a remote model's other sizes."""
+        return self.ratio if self.is_default_size else f"{self.ratio}@{self.size}"
+
+
+def split_choice(value: str | None) -> tuple[str | None, str | None]:
+    """An aspect choice ("16:9" or "16:9@2K") as (ratio, size label or None)."""
+    if not value:
+        return None, None
+    ratio, _, size = value.partition("@")
+    return ratio, size or None
 
 
 def _parse(ratio: str) -> float:
@@ -30,9 +48,10 @@ def _parse(ratio: str) -> float:
     return w / h
 
 
-def size_for(ratio: str, base_resolution: int, multiple: int, min_short_side: int = 0) -> AspectSize:
-    if ratio not in ASPECT_RATIOS:
-        raise InvalidRequest(f"Aspect ratio {ratio!r} is not offered; choose one of: {', '.join(ASPECT_RATIOS)}.")
+def size_for(ratio: str, base_resolution: int, multiple: int, min_short_side: int = 0,
+             ratios: Sequence[str] = ASPECT_RATIOS) -> AspectSize:
+    if ratio not in ratios:
+        raise InvalidRequest(f"Aspect ratio {ratio!r} is not offered; choose one of: {', '.join(ratios)}.")
     r = _parse(ratio)
     area = base_resolution * base_resolution
     width, height = math.sqrt(area * r), math.sqrt(area / r)
@@ -48,11 +67,12 @@ def size_for(ratio: str, base_resolution: int, multiple: int, min_short_side: in
     return AspectSize(ratio, snap(width, floor_w), snap(height, floor_h))
 
 
-def all_sizes(base_resolution: int, multiple: int, min_short_side: int = 0) -> list[AspectSize]:
-    return [size_for(r, base_resolution, multiple, min_short_side) for r in ASPECT_RATIOS]
+def all_sizes(base_resolution: int, multiple: int, min_short_side: int = 0,
+              ratios: Sequence[str] = ASPECT_RATIOS) -> list[AspectSize]:
+    return [size_for(r, base_resolution, multiple, min_short_side, ratios) for r in ratios]
 
 
-def closest_ratio(width: int, height: int) -> str:
+def closest_ratio(width: int, height: int, ratios: Sequence[str] = ASPECT_RATIOS) -> str:
     """The preset whose ratio is nearest (in log space) to an image's own."""
     target = math.log(width / height)
-    return min(ASPECT_RATIOS, key=lambda r: abs(math.log(_parse(r)) - target))
+    return min(ratios, key=lambda r: abs(math.log(_parse(r)) - target))

@@ -12,12 +12,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from nanobanana.config import REPO_ROOT, config_dir, load_section, read_yaml, validate
 from nanobanana.errors import ConfigError
 
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+
+
+# A provider's name as a model reference means its default model.
+PROVIDER_DEFAULTS = {"gemini": "gemini-3.1-flash-image"}
 
 
 class Defaults(BaseModel):
@@ -36,8 +40,28 @@ class Speedups(BaseModel):
     cpu_offload: bool = False
 
 
+class RemoteConfig(BaseModel):
+    """How a remote provider is reached (`provider: gemini`): the key's variable, deadlines and retries.
+    The key itself is read from the environment when the provider starts and is never stored or logged."""
+
+    model: str = Field(description="The provider's model id, e.g. gemini-3.1-flash-image-preview.")
+    api_key_env: str = "GEMINI_API_KEY"
+    base_url: str | None = Field(None, description="Another endpoint speaking the same API (tests, proxies).")
+    timeout_seconds: float = Field(120, gt=0, description="One HTTP attempt.")
+    deadline_seconds: float = Field(300, gt=0, description="All attempts of one image, retries included.")
+    max_attempts: int = Field(4, ge=1)
+    backoff_seconds: float = Field(2.0, ge=0, description="First retry delay; doubled each time, with jitter.")
+    sends_image_size: bool = Field(True, description="False for a model with one size that takes no image_size.")
+    processor: str = Field("Google", description="Who receives prompts and uploads, as the policy names them.")
+    watermark: str | None = Field("Google adds its own invisible SynthID watermark to every image.",
+                                  description="What the provider marks its images with, for the policy page.")
+
+
 class ModelConfig(BaseModel):
     name: str
+    provider: Literal["diffusers", "gemini"] = Field(
+        "diffusers", description="diffusers: a local pipeline; gemini: Google's Gemini API (see `remote`).")
+    remote: RemoteConfig | None = None
     source: str = Field(description="A hub id (org/name) or a local folder (relative paths: repo root).")
     revision: str | None = None
     variant: str | None = None
@@ -54,6 +78,15 @@ class ModelConfig(BaseModel):
     base_resolution: int | None = Field(None, description="Side of the square size; None: from the model.")
     size_multiple: int | None = Field(None, description="Width/height granularity; None: from the model.")
     min_short_side: int = 0
+    aspect_ratios: list[str] = Field(default_factory=lambda: list(ASPECT_RATIOS),
+                                     description="The presets this model offers (remote models: what it takes).")
+    sizes: dict[str, int] = Field(default_factory=dict, description="Remote output sizes: label -> side in pixels "
+                                  "of the square image (its pixel count); empty: one size, base_resolution.")
+    default_size: str | None = None
+    credits_per_image: dict[str, int] = Field(default_factory=dict, description="Price per image by size label; "
+                                              "empty: the service's cost rule (pixels x steps).")
+    max_sequence_length: int | None = Field(None, description="Tokens the prompt's text encoder reads, passed "
+                                            "to pipelines that take it (T5, Qwen); None: the tokenizer's own.")
     scheduler: str | None = Field(None, description="A diffusers scheduler class to use instead of the model's.")
     scheduler_options: dict[str, Any] = Field(default_factory=dict)
     schedulers: list[str] = Field(default_factory=list, description="Schedulers a user may pick per request.")
@@ -63,6 +96,7 @@ class ModelConfig(BaseModel):
     closed_vocabulary: bool = Field(False, description="Refuse prompts with words the tokenizer does not know.")
     vocabulary_hint: str | None = Field(None, description="What a closed-vocabulary model knows, in a sentence.")
     build: dict[str, Any] | None = Field(None, description="Architecture for model_builder (test models).")
+    twin: dict[str, Any] | None = Field(None, description="The tiny random twin the tests run (see bundled/twins.py).")
     build_command: str | None = Field(None, description="How to (re)create the local folder when it is missing.")
 
     @field_validator("scheduler_options")
@@ -70,8 +104,46 @@ class ModelConfig(BaseModel):
     def _plain_options(cls, value: dict[str, Any]) -> dict[str, Any]:
         return dict(value)
 
+    @field_validator("aspect_ratios")
+    @classmethod
+    def _ratios(cls, value: list[str]) -> list[str]:
+        for ratio in value:
+            parts = ratio.split(":")
+            if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+                raise ValueError(f"aspect ratio {ratio!r} is not of the form W:H")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.provider != "diffusers" and self.remote is None:
+            raise ValueError(f"provider {self.provider} needs a `remote:` section (at least its model id).")
+        if self.defaults.aspect_ratio not in self.aspect_ratios:
+            raise ValueError(f"the default aspect ratio {self.defaults.aspect_ratio} is not in aspect_ratios.")
+        if self.sizes and (self.default_size or next(iter(self.sizes))) not in self.sizes:
+            raise ValueError(f"default_size {self.default_size!r} is not one of the sizes {list(self.sizes)}.")
+        unknown = [label for label in self.credits_per_image if label not in self.sizes]
+        if unknown:
+            raise ValueError(f"credits_per_image names sizes the model does not have: {unknown}.")
+        if self.sizes and self.credits_per_image and set(self.credits_per_image) != set(self.sizes):
+            raise ValueError("credits_per_image must price every size in `sizes`.")
+        return self
+
+    @property
+    def is_remote(self) -> bool:
+        return self.provider != "diffusers"
+
+    @property
+    def size_labels(self) -> list[str]:
+        return list(self.sizes)
+
+    @property
+    def default_size_label(self) -> str | None:
+        return self.default_size or next(iter(self.sizes), None)
+
     @property
     def is_local(self) -> bool:
+        if self.is_remote:
+            return False
         return self.local_path is not None
 
     @property
@@ -113,6 +185,7 @@ class GenerationConfig(BaseModel):
 def model_config_from_reference(reference: str, directory: Path | None = None) -> ModelConfig:
     """Resolve a model reference: a config name, a YAML file, a local diffusers folder or a hub id."""
     directory = directory or config_dir()
+    reference = PROVIDER_DEFAULTS.get(reference, reference)
     named = directory / "models" / f"{reference}.yaml"
     as_path = Path(reference).expanduser()
     if named.is_file():

@@ -10,6 +10,7 @@ keep per-call state, so two calls on one pipeline at the same time would corrupt
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
@@ -24,7 +25,7 @@ from nanobanana.errors import GenerationCancelled, GenerationFailed, NanobananaE
 from nanobanana.generation.aspect import AspectSize, all_sizes
 from nanobanana.generation.config import GenerationConfig, load_generation_config
 from nanobanana.generation.loader import LoadedModel, load_model, resolve_device
-from nanobanana.generation.plan import Plan, check_counts, make_plan, output_size
+from nanobanana.generation.plan import Plan, check_counts, check_size, make_plan, output_size
 from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode, StageTimings
 
 StepCallback = Callable[[int, int], None]
@@ -99,18 +100,31 @@ class Generator:
                     self._model = model
         return self._model
 
-    def sizes(self) -> list[AspectSize]:
-        """The ten presets as sizes native to the loaded model."""
-        model = self.load()
-        return all_sizes(model.base_resolution, model.size_multiple, self.config.model.min_short_side)
+    def sizes(self, size: str | None = None) -> list[AspectSize]:
+        """The model's presets as sizes native to it (a remote model: at `size`, default its default)."""
+        model, cfg = self.load(), self.config.model
+        label = size or cfg.default_size_label
+        base = cfg.sizes[label] if label else model.base_resolution
+        sizes = all_sizes(base, model.size_multiple, cfg.min_short_side, cfg.aspect_ratios)
+        if not label:
+            return sizes
+        default = label == cfg.default_size_label
+        return [dataclasses.replace(s, size=label, is_default_size=default) for s in sizes]
+
+    def all_sizes(self) -> list[AspectSize]:
+        """Every (preset, size) the model takes: the presets at each of a remote model's sizes, the
+        default size first; the presets alone for a local model."""
+        cfg = self.config.model
+        labels = [cfg.default_size_label, *(s for s in cfg.size_labels if s != cfg.default_size_label)]
+        return [size for label in labels for size in self.sizes(label)] if cfg.sizes else self.sizes()
 
     def modes(self) -> list[Mode]:
-        """Modes this model supports (edit is always offered: it falls back to image-to-image)."""
+        """Modes this model supports (edit falls back to image-to-image where there is no edit pipeline)."""
         cfg = self.config.model
         modes = [Mode.TEXT_TO_IMAGE] if cfg.text_to_image else []
         if cfg.image_to_image:
             modes.append(Mode.IMAGE_TO_IMAGE)
-        if cfg.edit_pipeline or cfg.image_to_image:
+        if cfg.edit_pipeline or cfg.image_to_image or (cfg.is_remote and cfg.edit_max_images):
             modes.append(Mode.EDIT)
         return modes
 
@@ -122,12 +136,13 @@ class Generator:
         """Validate a request against the limits and the loaded model; raises `InvalidRequest`."""
         return make_plan(request, self.load(), self.config, self.modes())
 
-    def output_size(self, aspect_ratio: str | None, num_images: int, steps: int | None
+    def output_size(self, aspect_ratio: str | None, num_images: int, steps: int | None, size: str | None = None
                     ) -> tuple[int, int, int, int]:
         """(width, height, images, steps) a request with these settings would make, without planning a
         prompt: what a price depends on."""
         model = self.load()
-        size = output_size(aspect_ratio or self.config.model.defaults.aspect_ratio, model, self.config)
+        size = output_size(aspect_ratio or self.config.model.defaults.aspect_ratio, model, self.config,
+                           check_size(size, self.config))
         images, steps = check_counts(num_images, steps, self.config)
         return size.width, size.height, images, steps
 
@@ -160,8 +175,13 @@ class Generator:
                                    for p in plans for _ in range(p.settings.num_images)]
         if first.strength is not None:
             kwargs["strength"] = first.strength
-        if first.pipeline != "image-to-image":
-            kwargs["width"], kwargs["height"] = first.width, first.height
+        # Always the planned size: FLUX.1's image-to-image otherwise makes 1024² whatever the input (SD's
+        # takes the input's size and has no such arguments: they are filtered out below).
+        kwargs["width"], kwargs["height"] = first.width, first.height
+        # FLUX.1 Kontext rescales any size to `max_area` (1024² by default): ask for the planned one.
+        kwargs["max_area"] = first.width * first.height
+        if model.config.max_sequence_length:
+            kwargs["max_sequence_length"] = model.config.max_sequence_length
         accepted = _call_parameters(type(pipe))
         return {k: v for k, v in kwargs.items() if k in accepted}
 
@@ -208,6 +228,9 @@ class Generator:
         `GenerationFailed` for the whole batch."""
         started = time.perf_counter() - load_seconds
         model = self.load()
+        if model.config.is_remote:
+            return model.base.run_batch(plans, model_id=self.model_id, on_step=on_step, cancel=cancel,
+                                        started=started)
         first = plans[0].settings
         pipe = {"edit": model.edit, "image-to-image": model.image_to_image}.get(first.pipeline, model.base)
         call_kwargs = self._call_kwargs(pipe, plans, model)

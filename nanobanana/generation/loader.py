@@ -6,6 +6,7 @@ Any model loads by hub id or local folder. Image-to-image comes from the same co
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,18 +30,23 @@ class LoadedModel:
     dtype: torch.dtype
     base_resolution: int
     size_multiple: int
-    max_prompt_tokens: int | None
+    prompt_room: int | None  # tokens a prompt may use in the encoder that carries it (markers excluded)
     load_seconds: float
+    prompt_tokenizer: Any | None = None  # the tokenizer of that encoder (T5 for FLUX.1, CLIP for SD)
     default_scheduler: str = ""
     schedulers: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Requests swap `pipe.scheduler`, so remember the model's own one as it was loaded.
-        self.default_scheduler = type(self.base.scheduler).__name__
-        self.schedulers = {self.default_scheduler: self.base.scheduler}
+        scheduler = getattr(self.base, "scheduler", None)
+        if scheduler is not None:  # a remote provider has none
+            self.default_scheduler = type(scheduler).__name__
+            self.schedulers = {self.default_scheduler: scheduler}
 
     @property
     def scheduler_names(self) -> list[str]:
+        if not self.default_scheduler:
+            return []
         names = [self.default_scheduler, *self.config.schedulers]
         return list(dict.fromkeys(names))
 
@@ -136,13 +142,37 @@ def _size_rules(pipe: Any, config: ModelConfig) -> tuple[int, int]:
     return base, multiple
 
 
-def _max_prompt_tokens(pipe: Any) -> int | None:
-    limits = [
-        tok.model_max_length
-        for tok in (getattr(pipe, name, None) for name in ("tokenizer", "tokenizer_2", "tokenizer_3"))
-        if tok is not None and getattr(tok, "model_max_length", None) and tok.model_max_length < 100_000
-    ]
-    return max(limits) if limits else None
+def _prompt_tokens(pipe: Any, config: ModelConfig) -> tuple[Any | None, int | None]:
+    """The tokenizer of the encoder that carries the prompt, and how many tokens of prompt it reads.
+
+    A pipeline that takes `max_sequence_length` (FLUX.1's T5, FLUX.2's Qwen) reads the prompt through its
+    last tokenizer, up to that length; CLIP there gives only a pooled summary, cut at 77 tokens without
+    harm. Otherwise (SD, SDXL: CLIP everywhere) the first tokenizer's own limit applies. The room left is
+    that length less what the encoder adds itself: begin/end markers, or a chat template's turn markers.
+    """
+    names = [n for n in ("tokenizer", "tokenizer_2", "tokenizer_3") if getattr(pipe, n, None) is not None]
+    if not names:
+        return None, None
+    takes_length = "max_sequence_length" in inspect.signature(type(pipe).__call__).parameters
+    tokenizer = getattr(pipe, names[-1] if takes_length else names[0])
+    limit = config.max_sequence_length if takes_length and config.max_sequence_length else None
+    if limit is None:
+        if takes_length:
+            limit = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
+        else:
+            limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or limit >= 100_000:
+        return tokenizer, None
+    return tokenizer, limit - _added_tokens(tokenizer)
+
+
+def _added_tokens(tokenizer: Any) -> int:
+    """Tokens the encoder adds around any prompt: a chat template's turn, or the begin/end markers."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=False,
+                                             add_generation_prompt=True, enable_thinking=False)
+        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+    return len(tokenizer("", add_special_tokens=True)["input_ids"])
 
 
 def _apply_speedups(pipe: Any, config: ModelConfig, device: str) -> None:
@@ -164,6 +194,10 @@ def load_model(config: ModelConfig) -> LoadedModel:
     """Load the configured model and derive everything the generator needs to know about it."""
     import diffusers
 
+    if config.is_remote:
+        from nanobanana.generation.remote import load_remote
+
+        return load_remote(config)
     started = time.perf_counter()
     device, dtype = resolve_device(config)
     base = _load_base(config, dtype)
@@ -185,6 +219,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
         if pipe is not None and hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
     base_resolution, multiple = _size_rules(base, config)
+    tokenizer, room = _prompt_tokens(base, config)
     loaded = LoadedModel(
         config=config,
         base=base,
@@ -194,7 +229,8 @@ def load_model(config: ModelConfig) -> LoadedModel:
         dtype=dtype,
         base_resolution=base_resolution,
         size_multiple=multiple,
-        max_prompt_tokens=_max_prompt_tokens(base),
+        prompt_room=room,
+        prompt_tokenizer=tokenizer,
         load_seconds=time.perf_counter() - started,
     )
     log.info("loaded %s on %s (%s) in %.1fs", config.name, device, dtype, loaded.load_seconds)

@@ -112,12 +112,19 @@ def make_plan(request: GenerationRequest, model: LoadedModel, config: Generation
         0.0,
         MAX_GUIDANCE,
     )
+    if not cfg.supports_guidance and guidance != cfg.defaults.guidance:
+        # A guidance-distilled model (SDXL-Turbo, FLUX.1-schnell) must run at its own value: a higher one
+        # would switch classifier-free guidance on and double the work for a worse image.
+        warnings.append(f"{cfg.name} does not use guidance; it ran at its own setting ({cfg.defaults.guidance:g}).")
+        guidance = cfg.defaults.guidance
     seed = secrets.randbelow(MAX_SEED - limits.max_images) if request.seed is None else request.seed
     seed = as_int("Seed", seed, 0, MAX_SEED - num_images + 1)
     seeds = tuple(seed + i for i in range(num_images))
 
     scheduler = request.scheduler or model.default_scheduler
-    if scheduler not in model.scheduler_names:
+    if not model.scheduler_names and request.scheduler:
+        raise InvalidRequest(f"{cfg.name} has no scheduler to choose.")
+    if model.scheduler_names and scheduler not in model.scheduler_names:
         raise InvalidRequest(
             f"Scheduler {scheduler!r} is not available for {cfg.name}; choose one of: "
             f"{', '.join(model.scheduler_names)}."
@@ -140,8 +147,9 @@ def make_plan(request: GenerationRequest, model: LoadedModel, config: Generation
 
     ratio = request.aspect_ratio or "auto"
     if ratio == "auto":
-        ratio = closest_ratio(*images[0].size) if images else cfg.defaults.aspect_ratio
-    size = output_size(ratio, model, config)
+        ratio = closest_ratio(*images[0].size, cfg.aspect_ratios) if images else cfg.defaults.aspect_ratio
+    size_label = check_size(request.size, config)
+    size = output_size(ratio, model, config, size_label)
 
     strength: float | None = None
     if mode is Mode.EDIT and model.edit is not None:
@@ -170,6 +178,8 @@ def make_plan(request: GenerationRequest, model: LoadedModel, config: Generation
                 f"With {steps} steps and strength {strength}, no denoising step would run: raise either."
             )
 
+    if cfg.is_remote:  # one API call per image: see `remote.py` and `jobs.batch_key`
+        pipeline_name = f"remote-{pipeline_name}"
     settings = Settings(
         mode=mode,
         prompt=prompt,
@@ -184,6 +194,7 @@ def make_plan(request: GenerationRequest, model: LoadedModel, config: Generation
         scheduler=scheduler,
         seeds=seeds,
         pipeline=pipeline_name,
+        size=size_label or "",
     )
     return Plan(settings=settings, images=tuple(images), warnings=tuple(warnings))
 
@@ -195,9 +206,26 @@ def check_counts(num_images: Any, steps: Any, config: GenerationConfig) -> tuple
             as_int("Steps", cfg.defaults.steps if steps is None else steps, 1, cfg.max_steps))
 
 
-def output_size(ratio: str, model: LoadedModel, config: GenerationConfig) -> AspectSize:
-    """The size a preset makes on this model (`size_for` refuses a ratio that is not offered)."""
-    return size_for(ratio, model.base_resolution, model.size_multiple, config.model.min_short_side)
+def check_size(size: Any, config: GenerationConfig) -> str | None:
+    """A remote model's size label (its default when None); local models have one size per ratio."""
+    cfg = config.model
+    if not cfg.sizes:
+        if size not in (None, ""):
+            raise InvalidRequest(f"{cfg.name} has one size per aspect ratio; leave the size empty.")
+        return None
+    if size in (None, ""):
+        return cfg.default_size_label
+    if size not in cfg.sizes:
+        raise InvalidRequest(f"Size {size!r} is not offered by {cfg.name}; choose one of: {', '.join(cfg.sizes)}.")
+    return str(size)
+
+
+def output_size(ratio: str, model: LoadedModel, config: GenerationConfig, size: str | None = None) -> AspectSize:
+    """The size a preset makes on this model (`size_for` refuses a ratio that is not offered). A remote
+    model's size label sets the pixel count (the provider returns its own exact pixels)."""
+    cfg = config.model
+    base = cfg.sizes[size] if size else model.base_resolution
+    return size_for(ratio, base, model.size_multiple, cfg.min_short_side, cfg.aspect_ratios)
 
 
 def check_vocabulary(tokenizer: Any, config: GenerationConfig, text: str, ids: list[int]) -> None:
@@ -221,15 +249,15 @@ def check_vocabulary(tokenizer: Any, config: GenerationConfig, text: str, ids: l
 
 
 def fit_prompt(model: LoadedModel, config: GenerationConfig, text: str, what: str) -> tuple[str, list[str]]:
-    limit = model.max_prompt_tokens
-    tokenizer = getattr(model.base, "tokenizer", None) or getattr(model.base, "tokenizer_2", None)
-    if limit is None or tokenizer is None:
+    """Fit a prompt to the encoder that carries it (see `loader._prompt_tokens`): cut it and say so, or
+    refuse it, as `limits.long_prompt` says."""
+    room, tokenizer = model.prompt_room, model.prompt_tokenizer
+    if tokenizer is None:
         return text, []
     ids = tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
     if what == "prompt":
         check_vocabulary(tokenizer, config, text, ids)
-    room = limit - 2  # begin and end markers
-    if len(ids) <= room:
+    if room is None or len(ids) <= room:
         return text, []
     if config.limits.long_prompt == "refuse":
         raise InvalidRequest(

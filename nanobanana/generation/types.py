@@ -19,8 +19,9 @@ class Mode(StrEnum):
 class GenerationRequest:
     """What a person asks for. `None` means "the model's default" (steps, guidance) or "random" (seed).
 
-    `aspect_ratio` is one of the presets ("1:1", "16:9", ...) or "auto" (image modes: the preset closest
-    to the first input image). `images` are decoded, validated PIL images (see `uploads.load_image`).
+    `aspect_ratio` is one of the model's presets ("1:1", "16:9", ...) or "auto" (image modes: the preset
+    closest to the first input image). `size` picks a remote model's output size. `images` are decoded,
+    validated PIL images (see `uploads.load_image`).
     """
 
     prompt: str
@@ -34,6 +35,7 @@ class GenerationRequest:
     strength: float = 0.6
     scheduler: str | None = None
     images: list[Image.Image] = field(default_factory=list)
+    size: str | None = None  # a remote model's output size ("1K", "2K", ...); None: its default
 
     def __post_init__(self) -> None:
         if isinstance(self.mode, str) and not isinstance(self.mode, Mode):
@@ -63,6 +65,7 @@ class Settings:
     scheduler: str
     seeds: tuple[int, ...]
     pipeline: str
+    size: str = ""  # a remote model's size label ("" for local models: width and height say it all)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -97,9 +97,10 @@ def build_services(
     keys = ApiKeys(db, config.api.max_keys_per_account)
     idempotency = IdempotencyKeys(db, config.api.idempotency_hours)
     webhooks = Webhooks(db, jobs, keys, config.api.webhooks)
+    generator = generator or Generator()
     return Services(
-        config=config, environ=environ, db=db, generator=generator or Generator(), safety=SafetyGate(safety),
-        cost_rule=CostRule(config.credits), accounts=accounts, ledger=ledger,
+        config=config, environ=environ, db=db, generator=generator, safety=SafetyGate(safety),
+        cost_rule=CostRule.for_model(config.credits, generator.config.model), accounts=accounts, ledger=ledger,
         allowance=Allowance(config.allowance.anonymous_images_per_day), images=store, generation_log=log,
         usage=UsageRecorder(db),
         privacy=Privacy(db, accounts, ledger, store, log, jobs, api_keys=keys, idempotency=idempotency,

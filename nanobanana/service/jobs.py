@@ -149,9 +149,10 @@ def _without_quotes(result: dict[str, Any], prompts: list[str]) -> dict[str, Any
 def batch_key(plan: Plan, model_id: str) -> str:
     """Jobs with the same key can share one pipeline call: same model, mode, pipeline, size, steps,
     guidance, scheduler and strength (prompts, negative prompts, seeds and image counts may differ).
-    A job with more than one input image runs alone."""
+    A job with more than one input image runs alone, and so does a job for a remote model (each image is
+    its own API call there, and one job's refusal must not end another's)."""
     s = plan.settings
-    if len(plan.images) > 1:
+    if len(plan.images) > 1 or s.pipeline.startswith("remote"):
         return f"alone:{secrets.token_hex(8)}"
     parts = [model_id, s.mode.value, s.pipeline, f"{s.width}x{s.height}", str(s.steps), f"{s.guidance:g}",
              s.scheduler, "" if s.strength is None else f"{s.strength:g}", str(len(plan.images))]

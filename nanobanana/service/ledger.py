@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -56,11 +56,23 @@ class Charge:
 
 @dataclass(frozen=True)
 class CostRule:
-    """Credits per image = per_image × (pixels / reference pixels) × (steps / reference steps), rounded up."""
+    """Credits per image = per_image × (pixels / reference pixels) × (steps / reference steps), rounded up;
+    or, for a model priced per size (a remote one: `credits_per_image` in its config), that size's price."""
 
     config: CreditsConfig
+    size_prices: tuple[tuple[str, int, int], ...] = ()  # (label, pixels of its square, credits)
+
+    @classmethod
+    def for_model(cls, config: CreditsConfig, model: Any) -> CostRule:
+        prices = getattr(model, "credits_per_image", None) or {}
+        sizes = getattr(model, "sizes", None) or {}
+        return cls(config, tuple((label, sizes[label] ** 2, int(prices[label])) for label in sizes if label in prices))
 
     def per_image(self, width: int, height: int, steps: int) -> int:
+        if self.size_prices:
+            # The size whose pixel count is nearest (every ratio of a size keeps about its square's pixels).
+            pixels = max(1, width * height)
+            return min(self.size_prices, key=lambda p: abs(math.log(pixels / p[1])))[2]
         c = self.config
         cost = c.per_image
         if c.scale_with_pixels:
@@ -70,6 +82,9 @@ class CostRule:
         return max(c.minimum_per_image, math.ceil(round(cost, 9)))
 
     def describe(self) -> str:
+        if self.size_prices:
+            return "per image by size: " + ", ".join(f"{label} {credits} credit(s)" for label, _, credits
+                                                      in self.size_prices)
         c = self.config
         parts = [f"{_fmt(c.per_image)} credit(s) per image"]
         if c.scale_with_pixels:

@@ -3,6 +3,8 @@ cannot drift apart)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from nanobanana.service.config import ServiceConfig, analytics_enabled
 from nanobanana.service.ledger import CostRule
 
@@ -20,9 +22,24 @@ def _hours(h: float) -> str:
     return f"{h:g} hour{'s' if h != 1 else ''}"
 
 
+def _provider_section(remote: Any) -> str:
+    """What a person must know when images are made by a remote provider, not on this server."""
+    if remote is None:
+        return ""
+    mark = f" {remote.watermark}" if remote.watermark else ""
+    return f"""## Where images are made
+Images are made by **{remote.processor}** (model `{remote.model}`), not on this server: your prompt and any
+image you upload for an edit are sent to {remote.processor}, which processes them under its own terms and
+privacy policy as a processor for this service. Our own prompt and image filters still run before and
+after.{mark} We send no account, e-mail or network address of yours with the request.
+
+"""
+
+
 def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool = True,
-                    image_filter: bool = True) -> str:
-    """The privacy policy, rendered from the configuration the service enforces."""
+                    image_filter: bool = True, model: Any = None, cost_rule: CostRule | None = None) -> str:
+    """The privacy policy, rendered from the configuration the service enforces. `model`: the model config
+    in use; a remote one makes its provider a named processor of prompts and uploads."""
     credits, allowance, storage, privacy, smtp = (
         config.credits, config.allowance, config.storage, config.privacy, config.smtp,
     )
@@ -32,6 +49,10 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
         third.append("Gradio's usage analytics (GRADIO_ANALYTICS_ENABLED is on)")
     if smtp.enabled:
         third.append(f"the e-mail server {smtp.host} (only for service updates you opted in to)")
+    remote = getattr(model, "remote", None) if getattr(model, "is_remote", False) else None
+    if remote is not None:
+        third.append(f"{remote.processor}, which runs the image model {remote.model} and receives every prompt and "
+                     "uploaded image sent to it")
     third_text = ", ".join(third) if third else "none"
     filters = []
     filters.append("prompts are checked by a safety filter" if prompt_filter
@@ -71,13 +92,13 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
 ## Limits
 - Free allowance without an account: **{allowance.anonymous_images_per_day} images per day**, counted per
   browser session and per network address, in memory only.
-- New accounts receive **{credits.signup_grant} credits**. Price: {CostRule(credits).describe()}.
+- New accounts receive **{credits.signup_grant} credits**. Price: {(cost_rule or CostRule(credits)).describe()}.
   Images that fail or are withheld by the safety filter are refunded (or not counted against the allowance).
 - Stored images per person: at most **{anonymous_limit}** without an account, **{account_limit}** with
   one. At the limit your oldest images are deleted first, and we tell you.
 - Safety: {"; ".join(filters)}.
 
-## Anonymous usage statistics
+{_provider_section(remote)}## Anonymous usage statistics
 For each request we record the hour (not the minute), mode, model, aspect ratio, steps, number of images,
 outcome and how long each stage took. These records contain no account, session, address or prompt text,
 and are kept to run and improve the service.

@@ -427,20 +427,20 @@ class Studio:
         return self._speed_cache
 
     def quote(self, identity: Identity, aspect_ratio: str | None = None, num_images: int = 1,
-              steps: int | None = None) -> Quote:
+              steps: int | None = None, size: str | None = None) -> Quote:
         """What a request with these settings would cost this person, and whether they can afford it.
-        (The price does not depend on the prompt, so nothing is tokenised.)"""
-        width, height, images, steps = self.services.generator.output_size(aspect_ratio, num_images, steps)
+        (The price does not depend on the prompt, so nothing is tokenised.) `size`: a remote model's."""
+        width, height, images, steps = self.services.generator.output_size(aspect_ratio, num_images, steps, size)
         return self.payer(identity).quote(width, height, steps, images)
 
     def info(self) -> StudioInfo:
         s = self.services
         model = s.generator.config.model
-        tokens = s.generator.load().max_prompt_tokens
+        tokens = s.generator.load().prompt_room
         return StudioInfo(
-            model_id=s.generator.model_id, model_name=model.name, sizes=s.generator.sizes(),
+            model_id=s.generator.model_id, model_name=model.name, sizes=s.generator.all_sizes(),
             schedulers=s.generator.schedulers(), limits=s.generator.config.limits, max_steps=model.max_steps,
-            max_prompt_tokens=tokens - 2 if tokens else None,  # as plan.fit_prompt counts them
+            max_prompt_tokens=tokens,  # as plan.fit_prompt counts them
             defaults=model.defaults, supports_negative_prompt=model.supports_negative_prompt,
             supports_guidance=model.supports_guidance,
             anonymous_expiry_hours=s.config.storage.anonymous_expiry_hours,
@@ -658,6 +658,7 @@ class Studio:
         return policy_markdown(
             self.services.config, environ=self.services.environ,
             prompt_filter=self.services.safety.prompt_filter, image_filter=self.services.safety.image_filter,
+            model=self.services.generator.config.model, cost_rule=self.services.cost_rule,
         )
 
     # -- the service's own upkeep and figures ----------------------------------------------------

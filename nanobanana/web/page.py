@@ -20,7 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from nanobanana.errors import GenerationCancelled
-from nanobanana.generation import GenerationRequest, Mode
+from nanobanana.generation import GenerationRequest, Mode, split_choice
 from nanobanana.service.accounts import Identity
 from nanobanana.service.studio import Studio, StudioResult
 from nanobanana.web import auth, presenters
@@ -99,7 +99,7 @@ class StudioUI:
         self.environ = os.environ if environ is None else environ
         self.info = studio.info()
         # Uploads are shrunk to the largest size the model makes as soon as they are decoded.
-        self.max_input_side = max(max(size.width, size.height) for size in self.info.sizes)
+        self.max_input_side = max(max(size.width, size.height) for size in self.info.sizes if size.is_default_size)
         # The same upload can be edited again: its decoded copy stays in memory (never on disk) a while.
         self.uploads = UploadMemory(ttl_seconds=UPLOAD_MEMORY_MINUTES * 60)
         # The first image of each page's last result, for its "Edit this" buttons (ids only; owner-checked
@@ -125,11 +125,13 @@ class StudioUI:
     @staticmethod
     def _request(prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler,
                  mode=Mode.TEXT_TO_IMAGE, images=None, strength=None) -> GenerationRequest:
+        ratio, size = split_choice(ratio)
         return GenerationRequest(
             prompt=prompt or "",
             mode=mode,
             negative_prompt=negative or "",
             aspect_ratio=ratio or "1:1",
+            size=size,
             num_images=int(num_images or 1),
             steps=int(steps) if steps else None,
             guidance=float(guidance) if guidance is not None else None,
@@ -141,7 +143,8 @@ class StudioUI:
 
     def _button(self, identity: Identity, ratio, num_images, steps, verb: str = "Generate"):
         """A run button's label (with the cost) and a note; disabled when it cannot be afforded."""
-        q = self.studio.quote(identity, ratio or None, int(num_images or 1), int(steps) if steps else None)
+        ratio, size = split_choice(ratio)
+        q = self.studio.quote(identity, ratio, int(num_images or 1), int(steps) if steps else None, size)
         note = q.message if q.affordable else f"⚠️ {q.message}"
         label = presenters.action_label(verb, q, identity.is_account)
         return gr.update(value=label, interactive=q.affordable), note
@@ -403,14 +406,17 @@ class StudioUI:
                         negative = gr.Textbox("", label="Negative prompt", placeholder="What to avoid",
                                               visible=model.supports_negative_prompt)
                         with gr.Row():
-                            steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,
-                                              label="Steps")
+                            # A model with one step (a remote one) has nothing to choose (and Gradio
+                            # refuses a slider whose minimum is its maximum).
+                            steps = gr.Slider(1, max(2, model.max_steps), value=defaults.steps, step=1,
+                                              label="Steps", visible=model.max_steps > 1)
                             guidance = gr.Slider(0.0, 20.0, value=defaults.guidance, step=0.5,
                                                  label="Guidance", visible=model.supports_guidance)
                         with gr.Row():
                             seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
                             randomize = gr.Checkbox(True, label="Randomize seed")
-                            scheduler = gr.Dropdown(schedulers, value="", label="Scheduler")
+                            scheduler = gr.Dropdown(schedulers, value="", label="Scheduler",
+                                                    visible=bool(model.schedulers))
                     gallery = gr.Gallery(label="Results", columns=4, height=300, object_fit="contain",
                                          elem_id="nb-gallery", buttons=["download", "fullscreen"],
                                          format="png", fit_columns=False)
@@ -437,8 +443,8 @@ class StudioUI:
                             strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05,
                                                  label="Strength (how much may change)")
                             with gr.Accordion("Advanced", open=False):
-                                edit_steps = gr.Slider(1, model.max_steps, value=defaults.steps, step=1,
-                                                       label="Steps")
+                                edit_steps = gr.Slider(1, max(2, model.max_steps), value=defaults.steps,
+                                                       step=1, label="Steps", visible=model.max_steps > 1)
                                 edit_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                                 edit_randomize = gr.Checkbox(True, label="Randomize seed")
                             with gr.Row():

@@ -25,9 +25,9 @@ def ratio_choices(sizes: Sequence[AspectSize]) -> list[tuple[str, str]]:
     first: dict[tuple[int, int], str] = {}
     choices = []
     for size in sizes:
-        same = first.setdefault((size.width, size.height), size.ratio)
+        same = first.setdefault((size.width, size.height, size.size), size.ratio)
         label = size.label if same == size.ratio else f"{size.label} (same size as {same})"
-        choices.append((label, size.ratio))
+        choices.append((label, size.value))
     return choices
 
 

@@ -117,9 +117,9 @@ class CountingTokenizer:
 
 
 def test_one_generate_click_plans_the_request_once(app, monkeypatch):
-    pipe = app.studio.services.generator.load().base
-    counting = CountingTokenizer(pipe.tokenizer)
-    monkeypatch.setattr(pipe, "tokenizer", counting)
+    model = app.studio.services.generator.load()  # planning reads the prompt encoder's tokenizer
+    counting = CountingTokenizer(model.prompt_tokenizer)
+    monkeypatch.setattr(model, "prompt_tokenizer", counting)
     gallery = generate(client(app, session_cookie(app.url)), seed=5)[0]
     assert len(gallery) == 1
     assert counting.plans == 1  # the prompt is fitted once; the quote that follows tokenises nothing

@@ -74,7 +74,8 @@ def test_labelled_images_are_checked_at_full_size_and_at_the_output_size(run_dir
 
 
 def test_the_split_is_fixed_by_the_description():
-    assert split_of("edit|gradio|lion.jpg|make the sky purple|1") == split_of("edit|gradio|lion.jpg|make the sky purple|1")
+    description = "edit|gradio|lion.jpg|make the sky purple|1"
+    assert split_of(description) == split_of(description)
     assert {split_of(f"text-to-image|x||p|{seed}") for seed in range(20)} == {"tune", "report"}
 
 

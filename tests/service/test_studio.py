@@ -140,7 +140,8 @@ def test_a_withheld_edit_says_the_instruction_and_upload_passed(studio):
     account = studio.sign_in(MARIA)
     upload = Image.new("RGB", (64, 64), (40, 120, 200))
     with pytest.raises(ImageBlocked) as info:
-        studio.generate(request("circles allred", mode=Mode.EDIT, images=[upload], num_images=2, steps=2), account.identity)
+        studio.generate(request("circles allred", mode=Mode.EDIT, images=[upload], num_images=2, steps=2),
+                        account.identity)
     message = str(info.value)
     assert message.startswith("All 2 edited images were withheld")
     assert "Your instruction and upload passed the safety checks" in message and "different instruction" in message
@@ -149,7 +150,7 @@ def test_a_withheld_edit_says_the_instruction_and_upload_passed(studio):
 
 def test_a_refused_upload_says_it_was_the_upload(studio, fast_generator):
     account = studio.sign_in(MARIA)
-    with pytest.raises(ImageBlocked, match="^Your uploaded image was refused") as info:
+    with pytest.raises(ImageBlocked, match=r"^Your uploaded image was refused") as info:
         studio.generate(request("a blue circle", mode=Mode.EDIT, images=[Image.new("RGB", (64, 64), "red")],
                                 steps=2), account.identity)
     assert "Nothing was charged" in str(info.value) and fast_generator.calls == 0

@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "eval.overhead",
     "eval.overhead_service",
     "eval.safety",
+    "eval.image_fp",
     "eval.speed",
     "eval.errors",
     "eval.adherence",

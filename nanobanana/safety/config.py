@@ -126,11 +126,26 @@ class HubClassifierConfig(_Strict):
         return {label.lower(): category for label, category in value.items()}  # the model's labels are lowered
 
 
+class SmallImageConfig(_Strict):
+    """Stricter evidence for NudeNet on small images (the bundled model's 64 px output).
+
+    Upscaled to its 320 px input, a 64 px picture of pale round shapes reads as exposed breasts to NudeNet
+    (up to 0.73 on harmless edits; `python -m eval image-fp`), so below `below_side` NudeNet alone blocks only
+    from `nudenet_threshold`, or from its usual threshold when open-nsfw supports it with `opennsfw_support`.
+    Images at least `below_side` on their short side keep the plain rule.
+    """
+
+    below_side: int = Field(default=128, ge=0, le=4096)  # 0 switches the small-image rule off
+    nudenet_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    opennsfw_support: float = Field(default=0.3, ge=0.0, le=1.0)
+
+
 class ImageConfig(_Strict):
     """The image filter: blocks when NudeNet OR open-nsfw OR the hub classifier says so."""
 
     enabled: bool = True
     nudenet: NudeNetConfig = Field(default_factory=NudeNetConfig)
+    small_images: SmallImageConfig = Field(default_factory=SmallImageConfig)
     opennsfw: OpenNSFWConfig = Field(default_factory=OpenNSFWConfig)
     hub: HubClassifierConfig = Field(default_factory=HubClassifierConfig)
 
@@ -164,5 +179,6 @@ __all__ = [
     "PromptConfig",
     "SafetyConfig",
     "SemanticConfig",
+    "SmallImageConfig",
     "load_safety_config",
 ]

@@ -16,8 +16,9 @@ from PIL import Image
 
 from nanobanana.errors import ImageBlocked, PromptBlocked
 from nanobanana.safety import Verdict
+from nanobanana.safety.types import IMAGE_CONCERNS
 
-__all__ = ["SafetyFilter", "SafetyGate", "all_blocked_error"]
+__all__ = ["SafetyFilter", "SafetyGate", "all_blocked_error", "upload_blocked_error"]
 
 
 class SafetyFilter(Protocol):
@@ -77,18 +78,37 @@ class SafetyGate:
         for picture in pictures:
             verdict = self.checker.check_image(picture)
             if not verdict.allowed:
-                raise ImageBlocked(verdict)
+                raise upload_blocked_error(verdict)
 
     def image_verdicts(self, pictures: Sequence[Image.Image]) -> list[Verdict]:
         """One verdict per generated image, allowed or not."""
         return [self.checker.check_image(picture) for picture in pictures]
 
 
-def all_blocked_error(verdicts: Sequence[Verdict]) -> ImageBlocked:
+def _concern(verdict: Verdict) -> str:
+    return IMAGE_CONCERNS.get(verdict.category or "", "content our policy does not allow")
+
+
+def upload_blocked_error(verdict: Verdict) -> ImageBlocked:
+    """An uploaded image was refused: the message says it was the upload, before anything ran."""
+    return ImageBlocked(Verdict.block(
+        verdict.category or "other", verdict.score,
+        f"Your uploaded image was refused: the image filter saw what looks like {_concern(verdict)} in it. "
+        "Nothing was charged; upload a different image.",
+    ))
+
+
+def all_blocked_error(verdicts: Sequence[Verdict], mode: str = "text-to-image") -> ImageBlocked:
+    """Every image a request made was withheld: the message says it was the result, not the prompt (or the
+    instruction and upload of an edit), that was held back."""
     first = next(v for v in verdicts if not v.allowed)
     n = len(verdicts)
-    what = "The image was withheld" if n == 1 else f"All {n} images were withheld"
+    edit = mode in ("edit", "image-to-image")
+    thing = "edited image" if edit else "generated image"
+    what = f"The {thing} was withheld" if n == 1 else f"All {n} {thing}s were withheld"
+    passed = "Your instruction and upload passed the safety checks" if edit else "Your prompt passed the safety check"
     return ImageBlocked(Verdict.block(
         first.category or "other", first.score,
-        f"{what} by the safety filter ({first.reason}) Nothing was charged; try a different prompt.",
+        f"{what}: the image filter saw what looks like {_concern(first)} in the result. {passed}. "
+        f"Nothing was charged; try another seed or a different {'instruction' if edit else 'prompt'}.",
     ))

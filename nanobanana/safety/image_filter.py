@@ -2,6 +2,9 @@
 
 Rule (documented in `configs/safety.yaml`): an image is blocked as `sexual` when
   NudeNet finds a blocking label (`image.nudenet.blocking_labels`) with score >= `image.nudenet.threshold`
+     (on an image whose short side is under `image.small_images.below_side`: score >=
+     `image.small_images.nudenet_threshold`, or >= `image.nudenet.threshold` with open-nsfw's probability
+     >= `image.small_images.opennsfw_support`)
   OR open-nsfw's NSFW probability >= `image.opennsfw.threshold`
   OR the hub classifier, when one is configured, gives an unsafe label a score >= `image.hub.threshold`
      (the category is the one `image.hub.unsafe_labels` maps that label to).
@@ -35,10 +38,12 @@ class ImageAnalysis:
     nudenet_label: str | None = None
     opennsfw_score: float = 0.0
     hub_scores: dict[str, float] = field(default_factory=dict)
+    size: tuple[int, int] | None = None  # (width, height) of the image checked
     verdict: Verdict | None = None
 
     def to_dict(self) -> dict:
         return {
+            "size": list(self.size) if self.size else None,
             "detections": self.detections,
             "nudenet_score": round(self.nudenet_score, 4),
             "nudenet_label": self.nudenet_label,
@@ -79,7 +84,7 @@ class ImageFilter:
 
     def analyze(self, image: ImageInput) -> ImageAnalysis:
         rgb = to_rgb(image)
-        analysis = ImageAnalysis()
+        analysis = ImageAnalysis(size=rgb.size)
         cfg = self.config
         if cfg.nudenet.enabled:
             detector = models.shared(models.NUDENET, models.load_nudenet)
@@ -103,8 +108,7 @@ class ImageFilter:
         signals: list[tuple[float, bool, str]] = []  # (score, blocks, category)
         if cfg.nudenet.enabled:
             score = analysis.nudenet_score
-            blocks = analysis.nudenet_label is not None and score >= cfg.nudenet.threshold
-            signals.append((score, blocks, "sexual"))
+            signals.append((score, analysis.nudenet_label is not None and self._nudenet_blocks(analysis), "sexual"))
         if cfg.opennsfw.enabled:
             score = analysis.opennsfw_score
             signals.append((score, score >= cfg.opennsfw.threshold, "sexual"))
@@ -117,6 +121,14 @@ class ImageFilter:
             score, _, category = max(blocking)
             return Verdict.block(category, score, IMAGE_REASONS[category])
         return Verdict.allow(max((s[0] for s in signals), default=0.0))
+
+    def _nudenet_blocks(self, analysis: ImageAnalysis) -> bool:
+        cfg, score = self.config, analysis.nudenet_score
+        small = cfg.small_images
+        if analysis.size is None or min(analysis.size) >= small.below_side:
+            return score >= cfg.nudenet.threshold
+        supported = cfg.opennsfw.enabled and analysis.opennsfw_score >= small.opennsfw_support
+        return score >= small.nudenet_threshold or (score >= cfg.nudenet.threshold and supported)
 
     def _hub_scores(self, rgb: Image.Image) -> dict[str, float]:
         hub = self.config.hub

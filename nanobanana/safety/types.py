@@ -26,13 +26,18 @@ PROMPT_REASONS = {
     ),
 }
 
+# What the image filter saw, as a person reads it in "... what looks like <concern> ...".
+IMAGE_CONCERNS = {
+    "sexual": "nudity or sexual content",
+    "sexual_minors": "sexual content involving minors",
+    "violence": "violent or gory content",
+    "hate": "hateful symbols or content",
+    "self_harm": "self-harm",
+    "illegal": "illegal activity",
+}
+
 IMAGE_REASONS = {
-    "sexual": "This image was blocked: it appears to contain nudity or sexual content.",
-    "sexual_minors": "This image was blocked: it appears to contain sexual content involving minors.",
-    "violence": "This image was blocked: it appears to contain violent or gory content.",
-    "hate": "This image was blocked: it appears to contain hateful symbols or content.",
-    "self_harm": "This image was blocked: it appears to depict self-harm.",
-    "illegal": "This image was blocked: it appears to depict illegal activity.",
+    category: f"This image was blocked: it appears to show {concern}." for category, concern in IMAGE_CONCERNS.items()
 }
 
 

@@ -96,7 +96,7 @@ class Settlement:
             kept = [i for i, verdict in enumerate(verdicts) if verdict.allowed]
             timings["image_safety"] = time.perf_counter() - t
             if not kept:
-                raise all_blocked_error(verdicts)
+                raise all_blocked_error(verdicts, result.settings.mode)
             t = time.perf_counter()
             ids = [secrets.token_urlsafe(24) for _ in kept]
             self.jobs.set_pending_files(job.id, worker, ids)
@@ -108,8 +108,8 @@ class Settlement:
             blocked = len(result.images) - len(kept)
             messages = list(result.warnings)
             if blocked:
-                messages.append(f"{blocked} image{'s were' if blocked > 1 else ' was'} withheld by the safety "
-                                f"filter {payer.withheld_note}")
+                messages.append(f"{blocked} of the {len(result.images)} images made {'were' if blocked > 1 else 'was'} "
+                                f"withheld by the image filter (the result, not your prompt) {payer.withheld_note}")
             with s.db.transaction() as conn:
                 if self.jobs.cancel_asked(conn, job.id):  # its owner cancelled while it was being checked
                     raise cancelled_by_owner()

@@ -82,6 +82,38 @@ def test_blocks_when_nudenet_or_opennsfw_reaches_its_threshold(nudenet_label, nu
         assert verdict.reason.startswith("This image was blocked")
 
 
+@pytest.mark.parametrize(
+    ("size", "nudenet_score", "opennsfw_score", "allowed"),
+    [
+        ((64, 64), 0.7, 0.01, True),  # a small image: NudeNet alone at 0.7 is not enough
+        ((64, 80), 0.7, 0.4, False),  # ... but with open-nsfw's support it is
+        ((64, 64), 0.95, 0.01, False),  # ... and alone from the small-image threshold
+        ((64, 64), 0.0, 0.85, False),  # open-nsfw alone blocks at any size
+        ((127, 900), 0.7, 0.01, True),  # the short side decides
+        ((128, 128), 0.7, 0.01, False),  # from 128 px the plain rule: NudeNet alone blocks
+        ((1024, 768), 0.55, 0.0, False),
+    ],
+)
+def test_small_images_need_stronger_evidence_from_nudenet(size, nudenet_score, opennsfw_score, allowed):
+    config = ImageConfig.model_validate({
+        "nudenet": {"threshold": 0.5}, "opennsfw": {"threshold": 0.8},
+        "small_images": {"below_side": 128, "nudenet_threshold": 0.9, "opennsfw_support": 0.3},
+    })
+    analysis = ImageAnalysis(nudenet_score=nudenet_score, nudenet_label="FEMALE_BREAST_EXPOSED",
+                             opennsfw_score=opennsfw_score, size=size)
+    assert ImageFilter(config).decide(analysis).allowed is allowed
+
+
+def test_the_small_image_rule_can_be_switched_off():
+    config = ImageConfig.model_validate({"small_images": {"below_side": 0}})
+    analysis = ImageAnalysis(nudenet_score=0.6, nudenet_label="FEMALE_BREAST_EXPOSED", size=(64, 64))
+    assert not ImageFilter(config).decide(analysis).allowed
+
+
+def test_the_analysis_records_the_size_the_rule_looks_at(image_filter: ImageFilter):
+    assert image_filter.analyze(Image.new("RGB", (64, 80), "white")).size == (64, 80)
+
+
 class _FakeDetector:
     def __init__(self, detections):
         self.detections = detections

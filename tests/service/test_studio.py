@@ -127,6 +127,42 @@ def test_when_every_image_is_withheld_the_request_fails_with_a_full_refund(studi
     assert usage_outcomes(studio) == ["blocked_image"] and image_files(studio) == set()
 
 
+def test_a_withheld_result_says_the_result_was_held_back_not_the_prompt(studio):
+    account = studio.sign_in(MARIA)
+    with pytest.raises(ImageBlocked) as info:
+        studio.generate(request("circles allred"), account.identity)
+    message = str(info.value)
+    assert message.startswith("The generated image was withheld") and "in the result" in message
+    assert "Your prompt passed the safety check" in message and "This prompt" not in message
+
+
+def test_a_withheld_edit_says_the_instruction_and_upload_passed(studio):
+    account = studio.sign_in(MARIA)
+    upload = Image.new("RGB", (64, 64), (40, 120, 200))
+    with pytest.raises(ImageBlocked) as info:
+        studio.generate(request("circles allred", mode=Mode.EDIT, images=[upload], num_images=2, steps=2),
+                        account.identity)
+    message = str(info.value)
+    assert message.startswith("All 2 edited images were withheld")
+    assert "Your instruction and upload passed the safety checks" in message and "different instruction" in message
+    assert studio.account_summary(account.identity).balance == account.balance
+
+
+def test_a_refused_upload_says_it_was_the_upload(studio, fast_generator):
+    account = studio.sign_in(MARIA)
+    with pytest.raises(ImageBlocked, match=r"^Your uploaded image was refused") as info:
+        studio.generate(request("a blue circle", mode=Mode.EDIT, images=[Image.new("RGB", (64, 64), "red")],
+                                steps=2), account.identity)
+    assert "Nothing was charged" in str(info.value) and fast_generator.calls == 0
+
+
+def test_a_partly_withheld_result_says_how_many_of_the_images_made(studio):
+    account = studio.sign_in(MARIA)
+    result = studio.generate(request("circles red1", num_images=3), account.identity)
+    assert "1 of the 3 images made was withheld by the image filter (the result, not your prompt)" in " ".join(
+        result.messages)
+
+
 def test_a_failed_generation_is_refunded_and_leaves_no_file(studio):
     account = studio.sign_in(MARIA)
     with pytest.raises(GenerationFailed):

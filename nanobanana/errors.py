@@ -225,6 +225,17 @@ class AnnouncementError(NanobananaError, ValueError):
     """An announcement that cannot be posted."""
 
 
+# -- provenance (C2PA Content Credentials and the invisible watermark) ----------------------------------------
+class ProvenanceError(NanobananaError, RuntimeError):
+    """Images could not be marked (no signing key, a signer that failed): nothing is stored unmarked."""
+
+
+class UnreadableFile(NanobananaError, ValueError):
+    """A file given to `verify` or the "Check an image" box is not an image we can read."""
+
+    outcome = "invalid_request"
+
+
 # -- the service ------------------------------------------------------------------------------------------
 class DatabaseError(NanobananaError, RuntimeError):
     """The database could not be opened or migrated."""

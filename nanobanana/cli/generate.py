@@ -14,6 +14,7 @@ from pathlib import Path
 from nanobanana.generation.generator import Generator
 from nanobanana.generation.types import GenerationRequest, GenerationResult, Mode
 from nanobanana.generation.uploads import load_image
+from nanobanana.provenance import Provenance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,15 +67,27 @@ def request_from_args(args: argparse.Namespace, generator: Generator) -> Generat
     )
 
 
-def write_result(result: GenerationResult, out: Path) -> list[Path]:
-    """Save the images as `<seed>.png` and the metadata as `result.json`; returns the image paths."""
+def write_result(result: GenerationResult, out: Path, provenance: Provenance | None = None,
+                 inputs: tuple = ()) -> list[Path]:
+    """Save the images as `<mode>-<seed>.png`, marked as the service marks its own (C2PA manifest and
+    invisible watermark, see `configs/provenance.yaml`), and the metadata as `result.json`."""
+    import secrets
+
+    from nanobanana.provenance import Origin
+    from nanobanana.service.config import load_service_config
+
+    provenance = provenance or Provenance.from_config(load_service_config().data_dir)  # type: ignore[arg-type]
+    origin = Origin(mode=result.settings.mode.value, model_id=result.model_id, parents=tuple(inputs),
+                    prompt=result.settings.prompt)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, marks = [], []
     for image, seed in zip(result.images, result.seeds, strict=True):
         path = out / f"{result.settings.mode.value}-{seed}.png"
-        image.save(path)
+        data, embedding = provenance.mark(image, secrets.token_urlsafe(24), origin)
+        path.write_bytes(data)
         paths.append(path)
-    meta = result.to_dict() | {"files": [p.name for p in paths]}
+        marks.append(embedding.note)
+    meta = result.to_dict() | {"files": [p.name for p in paths], "marks": marks}
     (out / "result.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return paths
 
@@ -92,8 +105,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.user:
         return run_generate_as_user(args)
     generator = _generator(args)
-    result = generator.generate(request_from_args(args, generator))
-    paths = write_result(result, args.out)
+    request = request_from_args(args, generator)
+    result = generator.generate(request)
+    paths = write_result(result, args.out, inputs=tuple(request.images or ()))
     if args.json:
         from nanobanana.cli.main import print_json
 

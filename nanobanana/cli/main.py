@@ -18,6 +18,7 @@ from nanobanana.errors import NanobananaError
 COMMAND_MODULES = [
     "nanobanana.cli.generate",
     "nanobanana.cli.safety",
+    "nanobanana.cli.provenance",
     "nanobanana.cli.operator",
     "nanobanana.cli.worker",
 ]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nanobanana.generation import Generator
+from nanobanana.provenance import Provenance
 from nanobanana.safety.gate import SafetyFilter, SafetyGate
 from nanobanana.service.accounts import Accounts
 from nanobanana.service.allowance import Allowance
@@ -63,6 +64,7 @@ class Services:
     api_keys: ApiKeys
     idempotency: IdempotencyKeys
     webhooks: Webhooks
+    provenance: Provenance
 
     @property
     def data_dir(self) -> Path:
@@ -78,9 +80,11 @@ def build_services(
     database_url: str | None = None,
     config: ServiceConfig | None = None,
     images: Callable[[Database, Path, Any], ImageStore] = ImageStore,
+    provenance: Provenance | None = None,
 ) -> Services:
     """Open and migrate the database and make every part. `safety` defaults to
-    `nanobanana.safety.SafetyChecker`; `images` makes the image store (eval injects faults there)."""
+    `nanobanana.safety.SafetyChecker`; `images` makes the image store (eval injects faults there);
+    `provenance` defaults to `configs/provenance.yaml`'s marks (a first start makes the local signing key)."""
     environ = os.environ if environ is None else environ
     config = config or load_service_config(environ)
     updates: dict[str, Any] = {}
@@ -98,6 +102,8 @@ def build_services(
     idempotency = IdempotencyKeys(db, config.api.idempotency_hours)
     webhooks = Webhooks(db, jobs, keys, config.api.webhooks)
     generator = generator or Generator()
+    operator = "Nanobanana" if config.privacy.operator_unset else config.privacy.operator_name
+    provenance = provenance or Provenance.from_config(config.data_dir, environ, operator=operator)  # type: ignore[arg-type]
     return Services(
         config=config, environ=environ, db=db, generator=generator, safety=SafetyGate(safety),
         cost_rule=CostRule.for_model(config.credits, generator.config.model), accounts=accounts, ledger=ledger,
@@ -107,7 +113,7 @@ def build_services(
                         webhooks=webhooks),
         announcements=Announcements(db, accounts, config.smtp, config.privacy.operator_name),
         sessions=SignInSessions(db, config.privacy.sign_in_hours, config.privacy.closed_account_days),
-        jobs=jobs, api_keys=keys, idempotency=idempotency, webhooks=webhooks,
+        jobs=jobs, api_keys=keys, idempotency=idempotency, webhooks=webhooks, provenance=provenance,
     )
 
 

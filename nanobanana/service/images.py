@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from PIL import Image
@@ -28,6 +29,9 @@ from nanobanana.errors import ImageNotFound
 from nanobanana.service.accounts import Identity
 from nanobanana.service.config import StorageConfig
 from nanobanana.service.db import Database, images, utcnow
+
+if TYPE_CHECKING:
+    from nanobanana.provenance import Stamp
 
 IMAGE_ID = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 ORPHAN_GRACE_SECONDS = 600  # files younger than this may belong to a request still being recorded
@@ -138,19 +142,25 @@ class ImageStore:
         return self.images_dir / f"{check_id(image_id)}.png"
 
     # -- writing ------------------------------------------------------------------------------------
-    def write_files(self, pictures: Sequence[Image.Image], ids: Sequence[str] | None = None) -> list[WrittenFile]:
+    def write_files(self, pictures: Sequence[Image.Image], ids: Sequence[str] | None = None, *,
+                    stamp: Stamp | None = None) -> list[WrittenFile]:
         """Encode and write each image (temp name, then rename). Pair with `record` or `remove_files`.
-        `ids` are the image ids to use (chosen beforehand, so a job can name its files before they exist)."""
+        `ids` are the image ids to use (chosen beforehand, so a job can name its files before they exist);
+        `stamp` marks them: the watermark in the pixels, then the signed C2PA manifest in the bytes."""
         written: list[WrittenFile] = []
         ids = list(ids) if ids is not None else [secrets.token_urlsafe(24) for _ in pictures]
         try:
             for picture, image_id in zip(pictures, ids, strict=True):
                 check_id(image_id)
+                if stamp is not None:
+                    picture = stamp.pixels(picture, image_id)
                 buffer = io.BytesIO()
                 # Fastest zlib level: several times quicker than the default on large images, files
                 # about a third bigger; they are temporary anyway.
                 picture.save(buffer, format="PNG", compress_level=1)
                 data = buffer.getvalue()
+                if stamp is not None:
+                    data = stamp.sign(data)  # last: nothing may change the bytes after signing
                 final = self._file(image_id)
                 temp = final.with_name(f".{image_id}.tmp")
                 temp.write_bytes(data)

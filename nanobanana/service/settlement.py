@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nanobanana.errors import GenerationCancelled, NanobananaError, ServiceError, outcome_of
 from nanobanana.generation import GenerationResult
+from nanobanana.provenance import Origin
 from nanobanana.safety.gate import all_blocked_error
 from nanobanana.service.db import utcnow
 from nanobanana.service.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job, JobStore
@@ -81,6 +82,12 @@ class Settlement:
                          "total": _seconds_between(job.created_at, utcnow())}
         return event
 
+    def origin(self, job: Job, result: GenerationResult) -> Origin:
+        """What the images' manifests say made them; an edit's inputs are named by their pixels' hash."""
+        parents = self.jobs.load_inputs(job) if job.inputs else ()
+        return Origin(mode=result.settings.mode.value, model_id=result.model_id, parents=tuple(parents),
+                      prompt=result.settings.prompt)
+
     # -- success ---------------------------------------------------------------------------------------
     def complete(self, job: Job, result: GenerationResult, worker: str, *, batch_images: int,
                  run_seconds: float) -> Completed | BaseException:
@@ -100,10 +107,12 @@ class Settlement:
             t = time.perf_counter()
             ids = [secrets.token_urlsafe(24) for _ in kept]
             self.jobs.set_pending_files(job.id, worker, ids)
-            files = s.images.write_files([result.images[i] for i in kept], ids=ids)
+            stamp = s.provenance.stamp(self.origin(job, result))
+            files = s.images.write_files([result.images[i] for i in kept], ids=ids, stamp=stamp)
             payer, reservation = self.payer(job), self.reservation(job)
             settings = result.settings.to_dict()
             settings["model"] = result.model_id
+            settings["provenance"] = stamp.record()
             charged = payer.charged(reservation, len(kept))
             blocked = len(result.images) - len(kept)
             messages = list(result.warnings)

@@ -36,10 +36,45 @@ after.{mark} We send no account, e-mail or network address of yours with the req
 """
 
 
+def _marks_section(marks: dict | None) -> str:
+    """What every image carries to say it was made by AI (`Provenance.describe()`)."""
+    if marks is None:
+        return ""
+    lines = []
+    if marks["c2pa"]:
+        signer = marks.get("signer") or {}
+        who = f" by `{signer['subject']}`" if signer.get("subject") else ""
+        local = (" (a certificate this instance made for itself: readers see the signature as valid, and as "
+                 "trusted once they trust this instance's CA)") if signer.get("source") == "local CA" else ""
+        prompt = ("**your prompt** (the operator turned this on), " if marks["include_prompt"] else "")
+        lines.append(
+            f"- **C2PA Content Credentials:** every image file carries a manifest signed{who}{local}, saying it "
+            f"was made by AI (digital source type *trainedAlgorithmicMedia*) with this software and the model's "
+            f"name. The manifest travels with the file to anyone you give it to; it holds {prompt}no account, "
+            "e-mail, address or user id. For an edit, your upload is named by a hash of its pixels only (no copy "
+            "or thumbnail of it). Re-encoding or screenshotting a file removes the manifest.")
+    else:
+        lines.append("- **C2PA Content Credentials are turned off by the operator.**")
+    if marks["watermark"]:
+        lines.append(
+            f"- **Invisible watermark:** a short code (the service tag `{marks['watermark_tag']}` and bits of a "
+            f"hash of the image's id, nothing about you) is hidden in the pixels ({marks['watermark_method']}, "
+            "invisible-watermark), readable after the metadata is stripped and after mild re-encoding. Images "
+            f"smaller than {marks['min_pixels']} pixels (256×256) are too small to carry it: they are marked by "
+            "the manifest only, and their record says so.")
+    else:
+        lines.append("- **The invisible watermark is turned off by the operator.**")
+    lines.append("- Check any image with *Check an image* in the Privacy tab or "
+                 "`python -m nanobanana verify FILE`.")
+    return "## Images are marked as made by AI\n" + "\n".join(lines) + "\n\n"
+
+
 def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool = True,
-                    image_filter: bool = True, model: Any = None, cost_rule: CostRule | None = None) -> str:
+                    image_filter: bool = True, model: Any = None, cost_rule: CostRule | None = None,
+                    marks: dict | None = None) -> str:
     """The privacy policy, rendered from the configuration the service enforces. `model`: the model config
-    in use; a remote one makes its provider a named processor of prompts and uploads."""
+    in use; a remote one makes its provider a named processor of prompts and uploads; `marks`: what
+    `Provenance.describe()` says every image carries."""
     credits, allowance, storage, privacy, smtp = (
         config.credits, config.allowance, config.storage, config.privacy, config.smtp,
     )
@@ -98,7 +133,7 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
   one. At the limit your oldest images are deleted first, and we tell you.
 - Safety: {"; ".join(filters)}.
 
-{_provider_section(remote)}## Anonymous usage statistics
+{_provider_section(remote)}{_marks_section(marks)}## Anonymous usage statistics
 For each request we record the hour (not the minute), mode, model, aspect ratio, steps, number of images,
 outcome and how long each stage took. These records contain no account, session, address or prompt text,
 and are kept to run and improve the service.

@@ -41,6 +41,7 @@ from nanobanana.errors import (
     outcome_of,
 )
 from nanobanana.generation import AspectSize, GenerationRequest, GenerationResult, Limits, Plan, StageTimings
+from nanobanana.provenance import Verdict
 from nanobanana.service.accounts import Account, AccountSummary, Identity, OAuthProfileData
 from nanobanana.service.announcements import Announcement
 from nanobanana.service.api_keys import ApiKey, NewApiKey
@@ -659,7 +660,12 @@ class Studio:
             self.services.config, environ=self.services.environ,
             prompt_filter=self.services.safety.prompt_filter, image_filter=self.services.safety.image_filter,
             model=self.services.generator.config.model, cost_rule=self.services.cost_rule,
+            marks=self.services.provenance.describe(),
         )
+
+    def verify_image(self, data: bytes) -> Verdict:
+        """Which AI marks an image file carries ("Check an image"); nothing of it is stored."""
+        return self.services.provenance.verify(data)
 
     # -- the service's own upkeep and figures ----------------------------------------------------
     def stats(self) -> UsageStats:

@@ -213,6 +213,23 @@ class StudioUI:
         root = site_root(request)
         return [(image_link(root, image), f"seed {image.seed}") for image in images]
 
+    # -- check an image -----------------------------------------------------------------------------
+    @handler
+    def check_image(self, file, identity: Identity):
+        """Which AI marks an uploaded file carries: a verdict line and the details. The upload is read into
+        memory and its file deleted at once; nothing of it is stored."""
+        if not file:
+            return "", None
+        path = Path(getattr(file, "name", file))
+        try:
+            if path.stat().st_size > self.info.limits.max_upload_bytes:
+                raise gr.Error(f"Files up to {self.info.limits.max_upload_bytes / 1e6:.0f} MB can be checked.")
+            data = path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+        verdict = self.studio.verify_image(data)
+        return presenters.verdict_markdown(verdict), verdict.to_dict()
+
     # -- edit ---------------------------------------------------------------------------------------
     @handler
     def edit(self, files, instruction, strength, steps, seed, randomize, source, identity: Identity,
@@ -514,6 +531,14 @@ class StudioUI:
                     refresh_stats = gr.Button("Refresh")
 
                 with gr.Tab("Privacy", id="privacy"):
+                    gr.Markdown("### Check an image: was it made by AI?")
+                    with gr.Row(elem_id="nb-check"):
+                        check_file = uploaded_images(file_count="single", file_types=["image"], height=140,
+                                                     label="An image to check (read, then deleted)",
+                                                     elem_id="nb-check-file")
+                        with gr.Column():
+                            check_verdict = gr.Markdown(elem_id="nb-check-verdict")
+                            check_details = gr.JSON(label="Details", open=False, elem_id="nb-check-details")
                     gr.Markdown(self.studio.policy_markdown())
 
             gr.Markdown(f"[Privacy policy](/privacy) · [Metrics](/metrics) · "
@@ -577,6 +602,8 @@ class StudioUI:
             confirm_delete.click(
                 self.delete_account, confirm_text, deleted_note, api_name="delete_account"
             ).success(None, js="() => { setTimeout(() => window.location.assign('/logout'), 1500); }")
+
+            check_file.upload(self.check_image, check_file, [check_verdict, check_details], api_name="check_image")
 
             stats_outputs = [stats_numbers, per_day, timing, causes, popular]
             gr.on([stats_tab.select, refresh_stats.click], self.stats, None, stats_outputs, api_name="stats")

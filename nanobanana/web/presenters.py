@@ -162,3 +162,18 @@ def stats_figures(s: UsageStats):
         f"**{(last['p95_generation_s'] or 0):.2f} s** generation time. Anonymous aggregates only."
     )
     return numbers, day[["day", "images"]], gen, causes, popular
+
+
+def verdict_markdown(verdict: Any) -> str:
+    """"Check an image": the verdict in one line, then what each mark said."""
+    icon = {"ai_marked": "✅", "not_marked": "➖", "tampered": "⚠️"}[verdict.status]
+    manifest, mark = verdict.manifest, verdict.watermark
+    lines = [f"### {icon} {verdict.summary}", f"- **C2PA manifest:** {manifest.note}"]
+    if manifest.valid:
+        signer = (manifest.signer or {}).get("common_name") or (manifest.signer or {}).get("issuer") or "unknown"
+        lines.append(f"  signed by *{signer}*; software {manifest.software or 'not named'}; model "
+                     f"`{manifest.model or 'not named'}`; source type "
+                     f"*{(manifest.digital_source_type or 'not stated').rsplit('/', 1)[-1]}*")
+    lines.append(f"- **Invisible watermark:** {mark.note}" + (f" (`{mark.payload}`)" if mark.payload else ""))
+    lines.append("\nThe file was read in memory and not kept.")
+    return "\n".join(lines)

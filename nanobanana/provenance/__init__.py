@@ -125,7 +125,7 @@ class Provenance:
         environ = os.environ if environ is None else environ
         self.config = config
         self.data_dir = Path(data_dir)
-        self.watermark = Watermark(config.watermark.tag, config.watermark.method)
+        self.watermark = Watermark(config.watermark.tag, config.watermark.strength)
         self.material: SigningMaterial | None = None
         if config.c2pa.enabled and signing:
             self.material = signing_material(config.c2pa.signer, self.data_dir, environ, operator=operator)

@@ -33,7 +33,8 @@ class C2paConfig(BaseModel):
 class WatermarkConfig(BaseModel):
     enabled: bool = True
     method: Literal["dwtDctSvd"] = "dwtDctSvd"
-    tag: str = Field("NB1", min_length=3, max_length=3, pattern=r"^[\x21-\x7e]{3}$")
+    strength: float = Field(48, ge=8, le=128)  # the quantisation step: larger survives more re-encoding, shows more
+    tag: str = Field("NBAI", min_length=4, max_length=4, pattern=r"^[\x21-\x7e]{4}$")
 
 
 class ProvenanceConfig(BaseModel):

@@ -1,11 +1,16 @@
 """The invisible watermark: 64 bits in the pixels, read back after the file's metadata is gone.
 
-Payload: the service tag (3 ASCII bytes, `watermark.tag`) + the first 5 bytes of SHA-256(image id). It is
-embedded with `invisible-watermark`'s DWT-DCT-SVD method (no model weights), which needs at least 256×256
-pixels: a smaller image is reported as too small, never silently left unmarked. A reading counts as found
-when at most 2 of the tag's 24 bits differ (a random image passes with probability ~2e-5 per try); the
-reader also tries the image rescaled back to the sizes it was likely made at (×0.5, ×2, common model sizes),
-because a resized image no longer lines up with the embedding grid.
+Payload: the service tag (4 ASCII bytes, `watermark.tag`) + the first 4 bytes of SHA-256(image id). The bits
+go into the blue-difference chroma (U) with `invisible-watermark`'s DWT-DCT-SVD core (`EmbedDwtDctSvd`: each
+bit repeated over many 8×8-pixel blocks; no model weights). We do the colour conversion ourselves, in
+floating point: the library's own wrapper writes the changed channel back into 8-bit YUV, where values past
+0 or 255 wrap around, and saturated areas (a white background) lost the mark. Where a changed U would push
+a pixel out of range, the luminance moves instead (the reader only looks at U).
+
+It needs at least 256×256 pixels: a smaller image is reported as too small, never silently left unmarked.
+A reading counts as found when at most 5 of the tag's 32 bits differ (a random image passes with
+probability ~6e-5 per try); the reader also tries the image rescaled back to the sizes it was likely made
+at (×0.5, ×2, common model sizes), because a resized image no longer lines up with the embedding grid.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-MIN_PIXELS = 256 * 256  # the library refuses smaller images
+MIN_PIXELS = 256 * 256  # what the library accepts; fewer blocks carry too few repeats of each bit
 PAYLOAD_BYTES = 8
-TAG_BYTES = 3
-TAG_TOLERANCE = 2  # bits of the tag that may be wrong
+TAG_BYTES = 4
+TAG_TOLERANCE = 5  # bits of the tag that may be wrong
 MODEL_SIDES = (256, 512, 768, 1024)
+# RGB -> YUV (BT.601) and back, in floating point.
+_YUV = np.array([[0.299, 0.587, 0.114], [-0.14713, -0.28886, 0.436], [0.615, -0.51499, -0.10001]])
+_RGB = np.linalg.inv(_YUV)
 
 
 @dataclass(frozen=True)
@@ -63,31 +71,51 @@ def payload_for(tag: str, image_id: str) -> bytes:
     return tag.encode("ascii") + hashlib.sha256(image_id.encode()).digest()[: PAYLOAD_BYTES - TAG_BYTES]
 
 
-def _bgr(picture: Image.Image) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(picture.convert("RGB"))[:, :, ::-1])
+def _yuv(picture: Image.Image) -> np.ndarray:
+    return np.asarray(picture.convert("RGB"), np.float64) @ _YUV.T
+
+
+def _lowpass(channel: np.ndarray) -> tuple[np.ndarray, tuple, tuple[int, int]]:
+    import pywt
+
+    h, w = channel.shape[0] // 4 * 4, channel.shape[1] // 4 * 4
+    approx, details = pywt.dwt2(channel[:h, :w], "haar")
+    return approx, details, (h, w)
 
 
 class Watermark:
-    def __init__(self, tag: str = "NB1", method: str = "dwtDctSvd") -> None:
+    def __init__(self, tag: str = "NBAI", strength: float = 48) -> None:
         self.tag = tag
-        self.method = method
+        self.strength = strength  # the quantisation step: larger survives more, and shows more
 
     def embed(self, picture: Image.Image, image_id: str) -> tuple[Image.Image, Embedding]:
         """The picture with the mark in its pixels (or unchanged, `too_small`)."""
-        from imwatermark import WatermarkEncoder
+        import pywt
+        from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 
         width, height = picture.size
         if width * height < MIN_PIXELS:
             return picture, Embedding("too_small", width, height)
-        encoder = WatermarkEncoder()
-        encoder.set_watermark("bytes", payload_for(self.tag, image_id))
-        marked = encoder.encode(_bgr(picture), self.method)
-        return Image.fromarray(np.ascontiguousarray(marked[:, :, ::-1])), Embedding("embedded", width, height)
+        bits = [int(b) for b in np.unpackbits(np.frombuffer(payload_for(self.tag, image_id), np.uint8))]
+        yuv = _yuv(picture)
+        approx, details, (h, w) = _lowpass(yuv[:, :, 1])
+        EmbedDwtDctSvd(bits, wmLen=len(bits), scales=[0, self.strength, 0]).encode_frame(approx, self.strength)
+        yuv[:h, :w, 1] = pywt.idwt2((approx, details), "haar")
+        rgb = yuv @ _RGB.T
+        # Out of range: shift all three channels (the luminance) back in, which leaves U as marked.
+        rgb += (np.maximum(-rgb.min(axis=2), 0) - np.maximum(rgb.max(axis=2) - 255, 0))[:, :, None]
+        marked = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
+        return marked, Embedding("embedded", width, height)
 
     def _bits(self, picture: Image.Image) -> bytes:
-        from imwatermark import WatermarkDecoder
+        from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 
-        return WatermarkDecoder("bytes", PAYLOAD_BYTES * 8).decode(_bgr(picture), self.method)
+        approx, _, _ = _lowpass(_yuv(picture)[:, :, 1])
+        n = PAYLOAD_BYTES * 8
+        scores = EmbedDwtDctSvd([], wmLen=n, scales=[0, self.strength, 0]).decode_frame(
+            approx, self.strength, [[] for _ in range(n)])
+        bits = np.array([np.mean(s) if s else 0.0 for s in scores]) > 0.5
+        return np.packbits(bits.astype(np.uint8)).tobytes()
 
     def _candidates(self, picture: Image.Image) -> list[tuple[float, Image.Image]]:
         width, height = picture.size

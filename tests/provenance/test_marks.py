@@ -36,7 +36,7 @@ def test_a_marked_image_verifies_with_both_marks(provenance):
     assert m.valid and m.trusted and m.digital_source_type == TRAINED
     assert m.actions == ["c2pa.created"] and m.model == "nanobanana-shapes" and m.software.startswith("Nanobanana ")
     assert verdict.watermark.found
-    assert verdict.watermark.payload == f"NB1:{payload_for('NB1', IMAGE_ID)[3:].hex()}"
+    assert verdict.watermark.payload == f"NBAI:{payload_for('NBAI', IMAGE_ID)[4:].hex()}"
 
 
 def test_the_manifest_carries_no_prompt_unless_the_operator_opts_in(tmp_path):

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "eval.overhead_service",
     "eval.safety",
     "eval.image_fp",
+    "eval.provenance",
     "eval.speed",
     "eval.errors",
     "eval.adherence",

@@ -1,8 +1,8 @@
 """`python -m eval report`: one dated Markdown + HTML report of every eval result, with its plots beside it.
 
-Reads what `speed`, `errors`, `adherence`, `safety` and `overhead` wrote under the results folder (a
-missing one is listed with the command that makes it). `--run-all` runs speed, errors, adherence and
-safety first (with `--small`: CI sizes, about three minutes here). The header states the machine (CPU,
+Reads what `speed`, `errors`, `adherence`, `safety`, `provenance` and `overhead` wrote under the results
+folder (a missing one is listed with the command that makes it). `--run-all` runs speed, errors, adherence,
+safety and provenance first (with `--small`: CI sizes, about three minutes here). The header states the machine (CPU,
 cores, RAM), the versions (python, torch, diffusers, transformers, gradio) and the configuration (model
 config, app limits) the numbers came from.
 
@@ -30,8 +30,9 @@ RUN_ALL_SMALL = {
     "errors": ["--small"],
     "adherence": ["--small"],
     "safety": ["--sample", "40", "--bootstrap", "200", "--latency-samples", "5"],
+    "provenance": ["--small"],
 }
-RUN_ALL_FULL = {"speed": [], "errors": [], "adherence": [], "safety": []}
+RUN_ALL_FULL = {"speed": [], "errors": [], "adherence": [], "safety": [], "provenance": []}
 
 Block = tuple[str, Any]
 
@@ -43,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the commands wrote (default results)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default <results>/report)")
-    parser.add_argument("--run-all", action="store_true", help="run speed, errors, adherence and safety first")
+    parser.add_argument("--run-all", action="store_true",
+                        help="run speed, errors, adherence, safety and provenance first")
     parser.add_argument("--small", action="store_true", help="with --run-all: CI sizes")
     parser.add_argument("--model", default=None, help="with --run-all: model reference for every command")
     parser.add_argument("--seed", type=int, default=0, help="with --run-all: seed for every command")
@@ -188,6 +190,29 @@ def safety_section(folder: Path) -> list[Block]:
     blocks.append(("p", f"Latency: prompt check median {prompt_latency.get('median_ms', 'n/a')} ms, image check "
                         f"median {image_latency.get('median_ms', 'n/a')} ms."))
     return blocks + _plots(folder, None, ["prompt_pr.png", "image_fpr.png"])
+
+
+def provenance_section(folder: Path) -> list[Block]:
+    summary = _json(folder / "summary.json")
+    if summary is None:
+        return _missing("provenance")
+    rows = [{"transform": name, "detection": _ci(m["detection"]), "exact payload": m["payload_exact"]["value"],
+             "bit accuracy": m["bit_accuracy"], "C2PA valid": m["c2pa_valid"]["value"]}
+            for name, m in summary["marked"]["all"].items()]
+    fp = [{"unmarked images": kind, "false-positive rate": _ci(rate), "reads": rate["n"]}
+          for kind, rate in summary["false_positives"].items()]
+    return [
+        ("p", f"Watermark: {summary['watermark']}; images: " + ", ".join(f"{n} {k}" for k, n in
+                                                                       summary["images"].items() if n)
+              + f". {summary['model_note']} Command: `{summary['command']}` (full tables: "
+              "`results/provenance/provenance_report.md`)."),
+        ("h3", "Watermark detection (95% CI), bit accuracy and C2PA validity after each transform"),
+        ("table", pd.DataFrame(rows)),
+        ("h3", "False positives on unmarked images (every transform)"),
+        ("table", pd.DataFrame(fp)),
+        ("h3", "Time added per image (median ms)"),
+        ("table", pd.DataFrame(summary["timing"])),
+    ]
 
 
 def service_overhead_blocks(data: dict) -> list[Block]:
@@ -350,6 +375,7 @@ def build(results: Path, out: Path) -> dict[str, Any]:
         ("Errors and credits", errors_section(results / "errors")),
         ("Prompt adherence", adherence_section(results / "adherence")),
         ("Safety filters", safety_section(results / "safety")),
+        ("AI marks (C2PA and watermark)", provenance_section(results / "provenance")),
         ("Generation module overhead", overhead_section(results / "overhead")),
     ]
     blocks = header(results)

@@ -18,8 +18,8 @@ carry the watermark, and the report says how big the configured model's images a
   centre-cropped to 512 px: what a photographic model makes;
 - `model`: the configured model's own text-to-image outputs, when they are at least 256×256.
 False positives: the same kinds of image never marked, and the safety eval's procedural images, each
-read after every transform. Time: marking vs a plain PNG encode at 256, 512 and 1024 px (median of
-`--repeats`), and one `verify`.
+read after every transform. Time: marking vs a plain PNG encode at 256, 512 and 1024 px (median of 7
+runs, 3 with `--small`), and one `verify`.
 
 Writes `rows.csv`, `fp.csv`, `timing.csv`, `summary.json` and `provenance_report.md` under `--out`.
 """

@@ -75,8 +75,10 @@ def payload_for(tag: str, image_id: str) -> bytes:
     return tag.encode("ascii") + hashlib.sha256(image_id.encode()).digest()[: PAYLOAD_BYTES - TAG_BYTES]
 
 
-def _yuv(picture: Image.Image) -> np.ndarray:
-    return np.asarray(picture.convert("RGB"), np.float64) @ _YUV.T
+def _rgb_and_u(picture: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The picture as float RGB, and its U channel (the only one the mark lives in)."""
+    rgb = np.asarray(picture.convert("RGB"), np.float64)
+    return rgb, rgb @ _YUV[1]
 
 
 def _dct_matrix(n: int = 4) -> np.ndarray:
@@ -144,18 +146,21 @@ class Watermark:
         if width * height < MIN_PIXELS:
             return picture, Embedding("too_small", width, height)
         bits = [int(b) for b in np.unpackbits(np.frombuffer(payload_for(self.tag, image_id), np.uint8))]
-        yuv = _yuv(picture)
-        approx, details, (h, w) = _lowpass(yuv[:, :, 1])
+        rgb, u = _rgb_and_u(picture)
+        approx, details, (h, w) = _lowpass(u)
         embed_bits(approx, bits, self.strength)
-        yuv[:h, :w, 1] = pywt.idwt2((approx, details), "haar")
-        rgb = yuv @ _RGB.T
+        change = pywt.idwt2((approx, details), "haar") - u[:h, :w]
+        rgb[:h, :w] += change[:, :, None] * _RGB[:, 1]  # Y and V kept: only U moves
         # Out of range: shift all three channels (the luminance) back in, which leaves U as marked.
-        rgb += (np.maximum(-rgb.min(axis=2), 0) - np.maximum(rgb.max(axis=2) - 255, 0))[:, :, None]
+        r, g, b = rgb[:, :, 0], rgb[:, :, 1], rgb[:, :, 2]
+        high = np.maximum(np.maximum(np.maximum(r, g), b) - 255, 0)
+        low = np.maximum(-np.minimum(np.minimum(r, g), b), 0)
+        rgb += (low - high)[:, :, None]
         marked = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
         return marked, Embedding("embedded", width, height)
 
     def _bits(self, picture: Image.Image) -> bytes:
-        approx, _, _ = _lowpass(_yuv(picture)[:, :, 1])
+        approx, _, _ = _lowpass(_rgb_and_u(picture)[1])
         bits = read_bits(approx, PAYLOAD_BYTES * 8, self.strength) > 0.5
         return np.packbits(bits.astype(np.uint8)).tobytes()
 

@@ -36,8 +36,9 @@ after.{mark} We send no account, e-mail or network address of yours with the req
 """
 
 
-def _marks_section(marks: dict | None) -> str:
-    """What every image carries to say it was made by AI (`Provenance.describe()`)."""
+def _marks_section(marks: dict | None, model: Any = None) -> str:
+    """What every image carries to say it was made by AI (`Provenance.describe()`); `model`: the model
+    config, whose usual image size decides whether its images can carry the watermark."""
     if marks is None:
         return ""
     lines = []
@@ -62,6 +63,10 @@ def _marks_section(marks: dict | None) -> str:
             "invisible-watermark), readable after the metadata is stripped and after mild re-encoding. Images "
             f"smaller than {marks['min_pixels']} pixels (256×256) are too small to carry it: they are marked by "
             "the manifest only, and their record says so.")
+        side = getattr(model, "base_resolution", None)
+        if isinstance(side, int) and side * side < marks["min_pixels"]:
+            lines.append(f"- **This instance's model makes images of about {side}×{side} px: too small for the "
+                         "watermark, so they carry the C2PA manifest only.**")
     else:
         lines.append("- **The invisible watermark is turned off by the operator.**")
     lines.append("- Check any image with *Check an image* in the Privacy tab or "
@@ -133,7 +138,7 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
   one. At the limit your oldest images are deleted first, and we tell you.
 - Safety: {"; ".join(filters)}.
 
-{_provider_section(remote)}{_marks_section(marks)}## Anonymous usage statistics
+{_provider_section(remote)}{_marks_section(marks, model)}## Anonymous usage statistics
 For each request we record the hour (not the minute), mode, model, aspect ratio, steps, number of images,
 outcome and how long each stage took. These records contain no account, session, address or prompt text,
 and are kept to run and improve the service.

@@ -166,9 +166,8 @@ def stats_figures(s: UsageStats):
 
 def verdict_markdown(verdict: Any) -> str:
     """"Check an image": the verdict in one line, then what each mark said."""
-    icon = {"ai_marked": "✅", "not_marked": "➖", "tampered": "⚠️"}[verdict.status]
     manifest, mark = verdict.manifest, verdict.watermark
-    lines = [f"### {icon} {verdict.summary}", f"- **C2PA manifest:** {manifest.note}"]
+    lines = [f"### {verdict.summary}", f"- **C2PA manifest:** {manifest.note}"]
     if manifest.valid:
         signer = (manifest.signer or {}).get("common_name") or (manifest.signer or {}).get("issuer") or "unknown"
         lines.append(f"  signed by *{signer}*; software {manifest.software or 'not named'}; model "

@@ -106,6 +106,19 @@ def create_local_ca(folder: Path, operator: str = "Nanobanana", *, force: bool =
     return folder / CA_FILE
 
 
+def _create_once(folder: Path, operator: str) -> None:
+    """Make the local set unless another process (a second worker starting at the same moment) just did:
+    two sets written at once could leave one's key beside the other's certificate."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / KEY_FILE).exists():
+            create_local_ca(folder, operator)
+
+
 def _callback(reference: str) -> Callable[[bytes], bytes]:
     module_name, _, attribute = reference.partition(":")
     try:
@@ -149,7 +162,7 @@ def signing_material(config: SignerConfig, data_dir: Path, environ: Mapping[str,
         raise ProvenanceError("Set both the C2PA certificate chain and its private key (or a callback), not one.")
     folder = key_dir(data_dir)
     if not (folder / KEY_FILE).exists():
-        create_local_ca(folder, operator)
+        _create_once(folder, operator)
     return SigningMaterial(_read(folder / CHAIN_FILE, "certificate chain"), _read(folder / KEY_FILE, "private key"),
                            None, "local CA")
 

@@ -121,7 +121,7 @@ def test_a_file_that_is_not_an_image_is_unreadable(provenance):
 # -- keys ------------------------------------------------------------------------------------------------
 def test_a_first_start_makes_a_local_ca_whose_key_is_private_and_whose_ca_key_is_never_written(provenance):
     folder = provenance.data_dir / "provenance"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CA_FILE, CHAIN_FILE, KEY_FILE])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".lock", CA_FILE, CHAIN_FILE, KEY_FILE])
     assert os.stat(folder / KEY_FILE).st_mode & 0o777 == 0o600
     assert os.stat(folder).st_mode & 0o777 == 0o700
     assert (folder / KEY_FILE).read_bytes().count(b"PRIVATE KEY-----") == 2  # one key: the signer's

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # Exit codes of `python -m nanobanana verify` (the worst file decides).
 AI_MARKED, NOT_MARKED, TAMPERED, UNREADABLE = 0, 3, 4, 5
 MAX_VERIFY_BYTES = 50_000_000
+MAX_VERIFY_PIXELS = 40_000_000
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif", "TIFF": "image/tiff",
         "BMP": "image/bmp", "AVIF": "image/avif", "HEIF": "image/heif"}
 
@@ -195,8 +196,13 @@ class Provenance:
         try:
             with Image.open(io.BytesIO(data)) as image:
                 fmt = image.format or ""
+                if image.width * image.height > MAX_VERIFY_PIXELS:  # read the header, not a decompression bomb
+                    raise UnreadableFile(f"The image is {image.width}×{image.height} px; images up to "
+                                         f"{MAX_VERIFY_PIXELS / 1e6:.0f} megapixels can be checked.")
                 image.load()
                 picture = image.convert("RGB")
+        except UnreadableFile:
+            raise
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError):
             pass  # a signed file with a changed byte may not decode; its manifest still tells
         manifest = read_manifest(data, MIME.get(fmt, "image/png"), self.trust_anchors())

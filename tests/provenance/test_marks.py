@@ -118,6 +118,13 @@ def test_a_file_that_is_not_an_image_is_unreadable(provenance):
         provenance.verify(b'{"not": "an image"}')
 
 
+def test_a_decompression_bomb_is_refused_from_its_header(provenance):
+    bomb = png(Image.new("1", (10_000, 10_000)))  # a few kB that would decode to 100 megapixels
+    assert len(bomb) < 100_000
+    with pytest.raises(UnreadableFile, match="megapixels"):
+        provenance.verify(bomb)
+
+
 # -- keys ------------------------------------------------------------------------------------------------
 def test_a_first_start_makes_a_local_ca_whose_key_is_private_and_whose_ca_key_is_never_written(provenance):
     folder = provenance.data_dir / "provenance"

@@ -111,6 +111,7 @@ class _FullDisk:
     """Stands in for the next image to write: saving it fails as a full disk does."""
 
     width = height = 64
+    size = (64, 64)  # too small for the watermark: the marking step passes it on to be saved
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device (injected)")
@@ -121,12 +122,12 @@ class FaultyStore(ImageStore):
 
     fault: str | None = None
 
-    def write_files(self, pictures, ids=None):
+    def write_files(self, pictures, ids=None, **kwargs):
         if self.fault == "disk_full":
             # The request's own images are written, then the disk is full: written files must be removed.
             ids = None if ids is None else [*ids, "full-disk-next-image-0000000000000"]
-            return super().write_files([*pictures, _FullDisk()], ids=ids)
-        return super().write_files(pictures, ids=ids)
+            return super().write_files([*pictures, _FullDisk()], ids=ids, **kwargs)
+        return super().write_files(pictures, ids=ids, **kwargs)
 
     def record(self, conn, identity, files, **kwargs):
         if self.fault == "database_error":

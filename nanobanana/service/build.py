@@ -101,7 +101,7 @@ def build_services(
     return Services(
         config=config, environ=environ, db=db, generator=generator, safety=SafetyGate(safety),
         cost_rule=CostRule.for_model(config.credits, generator.config.model), accounts=accounts, ledger=ledger,
-        allowance=Allowance(config.allowance.anonymous_images_per_day), images=store, generation_log=log,
+        allowance=Allowance(db, config.allowance.anonymous_images_per_day), images=store, generation_log=log,
         usage=UsageRecorder(db),
         privacy=Privacy(db, accounts, ledger, store, log, jobs, api_keys=keys, idempotency=idempotency,
                         webhooks=webhooks),

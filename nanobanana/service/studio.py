@@ -327,21 +327,10 @@ class Studio:
                 raise JobStillRunning(f"Request {job_id} has not finished yet; ask again later.")
             self.local.wait(0.25)
         job = s.jobs.get(job_id)  # as it ended (the row read in the loop may be older)
-        ended_here = local.ended if local is not None else None  # this process's own record of the end
-        if ended_here is None:
-            self._settle_allowance_here(identity, job)
         try:
             return self._result(identity, job, local)
         finally:
             self.local.forget(job_id)
-
-    def _settle_allowance_here(self, identity: Identity, job: Job | None) -> None:
-        """The free allowance is held in this process's memory: when another process ended the job, give
-        back here what it did not store."""
-        if identity.is_account or job is None or job.payer != "allowance":
-            return
-        stored = len(job.result.get("images", [])) if job.state == SUCCEEDED else 0
-        self.payer(identity).after_commit(Settlement.reservation(job), stored)
 
     def _result(self, identity: Identity, job: Job | None, local: Any) -> StudioResult:
         s = self.services
@@ -491,8 +480,6 @@ class Studio:
     def job_view(self, identity: Identity, job_id: str) -> JobView:
         """One of my jobs with its result or error; `JobNotFound` for anyone else's."""
         job = self.services.jobs.owned(Owner(identity.kind, identity.owner_key), job_id)
-        if not job.is_open:
-            self._settle_allowance_here(identity, job)
         return self.describe_job(job, identity)
 
     def describe_job(self, job: Job, identity: Identity | None = None) -> JobView:
@@ -673,6 +660,7 @@ class Studio:
         self.services.sessions.sweep()
         self.services.idempotency.sweep()
         self.services.webhooks.sweep()
+        self.services.allowance.sweep()
         return SweepReport(report.images, report.files, report.exports, history, jobs)
 
     def metrics_text(self) -> bytes:

@@ -22,6 +22,7 @@ from nanobanana.service.accounts import Accounts
 from nanobanana.service.allowance import Allowance
 from nanobanana.service.announcements import Announcements
 from nanobanana.service.api_keys import ApiKeys
+from nanobanana.service.blobs import open_blobs
 from nanobanana.service.config import ServiceConfig, load_service_config
 from nanobanana.service.db import Database
 from nanobanana.service.generation_log import GenerationLog
@@ -91,9 +92,10 @@ def build_services(
     config = config.model_copy(update=updates)
     db = Database.open(config.database_url, config.data_dir)  # type: ignore[arg-type]
     accounts, ledger = Accounts(db), Ledger(db)
-    store = images(db, config.data_dir, config.storage)  # type: ignore[arg-type]
+    blobs = open_blobs(config.storage, config.data_dir)  # type: ignore[arg-type]
+    store = images(db, config.data_dir, config.storage, blobs=blobs)  # type: ignore[arg-type]
     log = GenerationLog(db, config.privacy.history_retention_days)
-    jobs = JobStore(db, config.jobs, config.data_dir)  # type: ignore[arg-type]
+    jobs = JobStore(db, config.jobs, config.data_dir, blobs=blobs.under("jobs"))  # type: ignore[arg-type]
     keys = ApiKeys(db, config.api.max_keys_per_account)
     idempotency = IdempotencyKeys(db, config.api.idempotency_hours)
     webhooks = Webhooks(db, jobs, keys, config.api.webhooks)

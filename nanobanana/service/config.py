@@ -33,6 +33,11 @@ class AllowanceConfig(BaseModel):
 
 
 class StorageConfig(BaseModel):
+    # Where images, exports and queued jobs' inputs go: "local" (the data folder) or s3://BUCKET[/PREFIX]
+    # on any S3-compatible store; credentials from the environment (AWS_ACCESS_KEY_ID, ...).
+    location: str = Field("local", pattern=r"^(local|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_./-]*)?)$")
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:8333 (SeaweedFS, MinIO); None: AWS
+    s3_region: str | None = None
     anonymous_expiry_hours: float = Field(1, gt=0)
     account_expiry_hours: float = Field(168, gt=0)
     anonymous_max_images: int = Field(20, ge=1)

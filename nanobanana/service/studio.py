@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +44,7 @@ from nanobanana.generation import AspectSize, GenerationRequest, GenerationResul
 from nanobanana.service.accounts import Account, AccountSummary, Identity, OAuthProfileData
 from nanobanana.service.announcements import Announcement
 from nanobanana.service.api_keys import ApiKey, NewApiKey
-from nanobanana.service.images import StoredImage, SweepReport
+from nanobanana.service.images import ExportFile, StoredImage, SweepReport
 from nanobanana.service.jobs import QUEUED, RUNNING, SUCCEEDED, Job, Owner, batch_key, check_job_id
 from nanobanana.service.ledger import LedgerEntry
 from nanobanana.service.payment import AllowancePayer, CreditsPayer, Payer, Quote, Reservation
@@ -601,8 +601,12 @@ class Studio:
         """One of this person's stored images; `ImageNotFound` for anything else."""
         return self.services.images.get(identity, image_id)
 
+    def image_bytes(self, identity: Identity, image_id: str) -> bytes:
+        """The PNG of one of this person's images; `ImageNotFound` for anything else."""
+        return self.services.images.read(identity, image_id)
+
     def image_path(self, identity: Identity, image_id: str) -> Path:
-        """The file of one of this person's images; `ImageNotFound` for anything else."""
+        """The file of one of this person's images on local storage; `ImageNotFound` for anything else."""
         return self.services.images.path(identity, image_id)
 
     def image_picture(self, identity: Identity, image_id: str) -> Any:
@@ -612,12 +616,12 @@ class Studio:
     def delete_image(self, identity: Identity, image_id: str) -> None:
         self.services.images.delete(identity, image_id)
 
-    def images_zip(self, identity: Identity) -> Path:
+    def images_zip(self, identity: Identity) -> ExportFile:
         """All my images (with their settings) as a zip under the data folder's exports/ (short-lived)."""
         return self.services.privacy.images_zip(identity)
 
     # -- privacy ----------------------------------------------------------------------------------
-    def export(self, identity: Identity) -> Path:
+    def export(self, identity: Identity) -> ExportFile:
         """The privacy export: one zip with everything stored about this person."""
         return self.services.privacy.export(identity)
 
@@ -637,9 +641,13 @@ class Studio:
         self.services.generator.load()
         self.services.safety.warm_up()
 
-    def export_path(self, identity: Identity, name: str) -> Path | None:
-        """One of this person's export or "download all" zips by file name, while it is kept."""
-        return self.services.images.export_file(identity, name)
+    def forget_export(self, identity: Identity, name: str) -> None:
+        """Delete one of this person's zips now (the API hands the export over once)."""
+        self.services.images.remove_exports(identity, name)
+
+    def export_download(self, identity: Identity, name: str) -> tuple[ExportFile, Iterator[bytes]] | None:
+        """One of this person's export or "download all" zips by file name and its bytes, while it is kept."""
+        return self.services.images.export_chunks(identity, name)
 
     def policy_markdown(self) -> str:
         return policy_markdown(

@@ -95,3 +95,20 @@ def s3_storage(s3_server, monkeypatch) -> dict:
     prefix = f"t{secrets.token_hex(6)}"
     return {"location": f"s3://{s3_server.bucket}/{prefix}", "s3_endpoint": s3_server.endpoint,
             "prefix": prefix}
+
+
+# -- a Ray cluster: a real local head -----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ray_head():
+    """`ray start --head` on loopback with 2 CPUs for the session (short temp path: Ray's sockets live there)."""
+    import shutil
+    import tempfile
+
+    from tests.ray_cluster import RayHead
+
+    folder = Path(tempfile.mkdtemp(prefix="nbray-", dir="/tmp"))
+    try:
+        with RayHead(folder) as head:
+            yield head
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -117,7 +117,8 @@ def build_studio(environ: Mapping[str, str] | None = None, *, start_sweeper: boo
                  start_worker: bool | None = None, **parts: Any) -> Studio:
     """The studio on freshly built `Services` (see `build_services` for `parts`): sweeps once, then
     every `storage.sweep_interval_seconds` in the background unless `start_sweeper=False`; starts the job
-    worker thread when `jobs.worker` is `local` (or as `start_worker` says)."""
+    worker thread when `jobs.worker` is `local`, the Ray dispatcher when it is `ray` (or as `start_worker`
+    says)."""
     from nanobanana.service.studio import Studio
 
     studio = Studio(build_services(environ, **parts))
@@ -128,6 +129,6 @@ def build_studio(environ: Mapping[str, str] | None = None, *, start_sweeper: boo
     studio.sweep()
     if start_sweeper:
         studio.start_sweeper()
-    if start_worker if start_worker is not None else studio.services.config.jobs.worker == "local":
+    if start_worker if start_worker is not None else studio.services.config.jobs.worker in ("local", "ray"):
         studio.start_worker()
     return studio

@@ -176,9 +176,15 @@ class Studio:
         self._speed_at = -1e9
 
     def start_worker(self) -> Worker:
-        """Run queued jobs in this process (a worker thread; see `worker.py`). Recovers first."""
+        """Run queued jobs in this process (a worker thread; see `worker.py`), or hand them to the Ray Serve
+        deployment (`jobs.worker: ray`; see `ray_worker.py`). Recovers first."""
         if self.worker is None:
-            self.worker = Worker(self.services, self.services.jobs, self.settlement, self.local)
+            if self.services.config.jobs.worker == "ray":
+                from nanobanana.service.ray_worker import RayDispatcher
+
+                self.worker = RayDispatcher(self.services, self.services.jobs, self.settlement, self.local)
+            else:
+                self.worker = Worker(self.services, self.services.jobs, self.settlement, self.local)
             self.worker.start()
         return self.worker
 

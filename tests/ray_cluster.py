@@ -19,7 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import free_port
+
+def free_port() -> int:
+    # Not tests.helpers.free_port: that module imports the model code, and this one runs as a small process.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 RAY = Path(sys.executable).with_name("ray")
 PORT_FLAGS = ["node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-port",

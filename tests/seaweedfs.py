@@ -12,12 +12,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.helpers import free_port
+
+def free_port() -> int:
+    # Not tests.helpers.free_port: that module imports the model code, and this one runs as a small process.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 WEED = Path(sys.executable).with_name("weed")
 ACCESS_KEY, SECRET_KEY = "nanobanana-test", "nanobanana-test-secret"  # loopback only, made up per run

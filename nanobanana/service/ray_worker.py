@@ -63,7 +63,7 @@ class GenerationWorker:
 
         config = ServiceConfig.model_validate_json(config_json)
         self.studio = build_studio(config=config, start_sweeper=False, start_worker=False)
-        self.studio.warm_up()
+        self.studio.warm_up(model=True)
         s = self.studio.services
         self.worker = Worker(s, s.jobs, self.studio.settlement, self.studio.local)
         self.worker.start(take_jobs=False)  # the lease heartbeat; batches come from `run`
@@ -131,6 +131,8 @@ def deploy(config: ServiceConfig, environ: Mapping[str, str] | None = None) -> A
 class RayDispatcher(Worker):
     """Runs in each web process instead of the local worker: picks batches in fair order and hands them to
     the deployment through its handle; recovers the jobs of replicas whose lease ran out."""
+
+    runs_model = False  # the replicas have it
 
     def __init__(self, services: Services, jobs: JobStore, settlement: Settlement, local: LocalJobs | None = None,
                  handle: Any = None) -> None:

@@ -642,9 +642,12 @@ class Studio:
         self.services.sessions.remember_closed(account.provider, account.provider_user_id)
         self.services.privacy.delete_account(identity)
 
-    def warm_up(self) -> None:
-        """Load the model and the safety models at start-up rather than on the first click."""
-        self.services.generator.load()
+    def warm_up(self, model: bool | None = None) -> None:
+        """Load the model and the safety models at start-up rather than on the first click. The model only
+        where jobs run (`model=None`: when this process has a local worker; a web replica whose jobs run
+        on Ray or in worker processes never loads it)."""
+        if model if model is not None else getattr(self.worker, "runs_model", False):
+            self.services.generator.load()
         self.services.safety.warm_up()
 
     def forget_export(self, identity: Identity, name: str) -> None:

@@ -98,6 +98,8 @@ class LocalJobs:
 class Worker:
     """Runs queued jobs in this process (see the module docstring)."""
 
+    runs_model = True  # the model is loaded in this process
+
     def __init__(self, services: Services, jobs: JobStore, settlement: Settlement, local: LocalJobs | None = None
                  ) -> None:
         self.services = services

@@ -32,7 +32,7 @@ def cluster(ray_head, s3_server, tiny_model_dir, tmp_path_factory):
 
     if not POSTGRES_URL:
         pytest.skip("NANOBANANA_TEST_POSTGRES_URL is not set (see .ci/start-postgres.sh)")
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     name = f"nb_ray_{secrets.token_hex(6)}"
     with admin.connect() as c:
         c.exec_driver_sql(f'CREATE DATABASE "{name}"')

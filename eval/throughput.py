@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="length of each phase (default 20)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     parser.add_argument("--sweep", action="store_true", help="also sweep max_batch_images and batch_wait_ms")
+    parser.add_argument("--worker", choices=["local", "ray"], default="local",
+                        help="ray: the local worker against one and two Ray Serve replicas (eval/throughput_ray.py)")
     parser.set_defaults(func=run)
 
 
@@ -274,6 +276,10 @@ def single_call_seconds(app: App, steps: int, guidance: float, size: tuple[int, 
 
 # -- the run --------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    if args.worker == "ray":
+        from eval.throughput_ray import run as run_ray
+
+        return run_ray(args)
     rng = random.Random(args.seed)
     clients = args.clients or ([1, 2] if args.small else [1, 4, 8, 16])
     seconds = args.seconds or (3.0 if args.small else 20.0)

@@ -217,6 +217,10 @@ class ImageNotFound(StorageError, LookupError):
     """No such image for this person (never theirs, deleted or expired)."""
 
 
+class StorageUnavailable(StorageError):
+    """The object store cannot be reached (or refuses our credentials): nothing was stored or charged."""
+
+
 class PrivacyError(NanobananaError, RuntimeError):
     """An export or deletion could not be completed."""
 

@@ -73,3 +73,42 @@ def twin_generators(tmp_path_factory: pytest.TempPathFactory):
         return made[name]
 
     return twin
+
+
+# -- object storage: a real S3 server ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """SeaweedFS (`weed mini`) on loopback for the whole session; tests keep apart by key prefix."""
+    from tests.seaweedfs import SeaweedFS
+
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_storage(s3_server, monkeypatch) -> dict:
+    """`storage` settings for a fresh prefix of the test bucket, with the credentials in the environment."""
+    import secrets
+
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    prefix = f"t{secrets.token_hex(6)}"
+    return {"location": f"s3://{s3_server.bucket}/{prefix}", "s3_endpoint": s3_server.endpoint,
+            "prefix": prefix}
+
+
+# -- a Ray cluster: a real local head -----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ray_head():
+    """`ray start --head` on loopback with 2 CPUs for the session (short temp path: Ray's sockets live there)."""
+    import shutil
+    import tempfile
+
+    from tests.ray_cluster import RayHead
+
+    folder = Path(tempfile.mkdtemp(prefix="nbray-", dir="/tmp"))
+    try:
+        with RayHead(folder) as head:
+            yield head
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -46,6 +46,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (errors.InvalidRequest, 422),
     (errors.GenerationCancelled, 409),
     (errors.ModelLoadError, 503),
+    (errors.StorageUnavailable, 503),
 ]
 
 

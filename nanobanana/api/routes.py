@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
@@ -41,6 +41,7 @@ from nanobanana.errors import (
     InvalidRequest,
     NanobananaError,
     RequestTooLarge,
+    ServiceError,
     UnsupportedContentType,
 )
 from nanobanana.generation import load_images
@@ -283,8 +284,8 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
                                                        "description": "The stored file, byte for byte."},
                                                  **_problems(401, 404, 429)})
     def image(image_id: Annotated[str, Path(max_length=64)], who: Caller) -> Response:
-        path = studio.image_path(who.identity, image_id)  # ImageNotFound for anyone else's: 404
-        return FileResponse(path, media_type="image/png", headers=PRIVATE)
+        data = studio.image_bytes(who.identity, image_id)  # ImageNotFound for anyone else's: 404
+        return Response(data, media_type="image/png", headers=PRIVATE)
 
     # -- jobs -------------------------------------------------------------------------------------
     @api.get("/jobs", operation_id="list_jobs", response_model=list[JobOut], summary="My recent jobs",
@@ -327,9 +328,14 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
              responses={200: {"content": {"application/zip": {}}, "description": "The privacy export."},
                         **_problems(401, 429)})
     def export(who: Caller) -> Response:
-        path = studio.export(who.identity)
-        return FileResponse(path, media_type="application/zip", filename="nanobanana-my-data.zip", headers=PRIVATE,
-                            background=BackgroundTask(path.unlink, missing_ok=True))
+        export = studio.export(who.identity)
+        found = studio.export_download(who.identity, export.name)
+        if found is None:
+            raise ServiceError("The export could not be read back; try again.")
+        return StreamingResponse(found[1], media_type="application/zip", headers={
+            **PRIVATE, "Content-Length": str(export.size),
+            "Content-Disposition": 'attachment; filename="nanobanana-my-data.zip"'},
+            background=BackgroundTask(studio.forget_export, who.identity, export.name))
 
     @api.delete("/account", operation_id="delete_account", response_model=Deleted,
                 summary="Delete my account and everything tied to it",

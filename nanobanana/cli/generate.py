@@ -125,8 +125,6 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_generate_as_user(args: argparse.Namespace) -> int:
     """`generate ... --user USER`: the same request through the service as that account."""
-    import shutil
-
     from nanobanana.cli.main import print_json
     from nanobanana.service.build import build_studio
 
@@ -139,7 +137,7 @@ def run_generate_as_user(args: argparse.Namespace) -> int:
         files = []
         for image in result.images:  # the studio keeps them; the caller gets copies in --out
             target = args.out / f"{image.id}.png"
-            shutil.copyfile(studio.image_path(account.identity, image.id), target)
+            target.write_bytes(studio.image_bytes(account.identity, image.id))
             files.append(str(target))
     finally:
         studio.close()

@@ -24,7 +24,7 @@ from nanobanana.service.db import Database, accounts, utcnow
 class Identity:
     """One caller. `key` is the account id, or an opaque browser-session id for anonymous visitors.
 
-    `client_address` feeds only the in-memory per-address allowance; it is never written anywhere.
+    `client_address` feeds only the per-address allowance, which stores it as a keyed hash for the day.
     """
 
     kind: Literal["anonymous", "account"]

@@ -23,6 +23,7 @@ from nanobanana.service.accounts import Accounts
 from nanobanana.service.allowance import Allowance
 from nanobanana.service.announcements import Announcements
 from nanobanana.service.api_keys import ApiKeys
+from nanobanana.service.blobs import open_blobs
 from nanobanana.service.config import ServiceConfig, load_service_config
 from nanobanana.service.db import Database
 from nanobanana.service.generation_log import GenerationLog
@@ -95,9 +96,10 @@ def build_services(
     config = config.model_copy(update=updates)
     db = Database.open(config.database_url, config.data_dir)  # type: ignore[arg-type]
     accounts, ledger = Accounts(db), Ledger(db)
-    store = images(db, config.data_dir, config.storage)  # type: ignore[arg-type]
+    blobs = open_blobs(config.storage, config.data_dir)  # type: ignore[arg-type]
+    store = images(db, config.data_dir, config.storage, blobs=blobs)  # type: ignore[arg-type]
     log = GenerationLog(db, config.privacy.history_retention_days)
-    jobs = JobStore(db, config.jobs, config.data_dir)  # type: ignore[arg-type]
+    jobs = JobStore(db, config.jobs, config.data_dir, blobs=blobs.under("jobs"))  # type: ignore[arg-type]
     keys = ApiKeys(db, config.api.max_keys_per_account)
     idempotency = IdempotencyKeys(db, config.api.idempotency_hours)
     webhooks = Webhooks(db, jobs, keys, config.api.webhooks)
@@ -107,7 +109,7 @@ def build_services(
     return Services(
         config=config, environ=environ, db=db, generator=generator, safety=SafetyGate(safety),
         cost_rule=CostRule.for_model(config.credits, generator.config.model), accounts=accounts, ledger=ledger,
-        allowance=Allowance(config.allowance.anonymous_images_per_day), images=store, generation_log=log,
+        allowance=Allowance(db, config.allowance.anonymous_images_per_day), images=store, generation_log=log,
         usage=UsageRecorder(db),
         privacy=Privacy(db, accounts, ledger, store, log, jobs, api_keys=keys, idempotency=idempotency,
                         webhooks=webhooks),
@@ -121,7 +123,8 @@ def build_studio(environ: Mapping[str, str] | None = None, *, start_sweeper: boo
                  start_worker: bool | None = None, **parts: Any) -> Studio:
     """The studio on freshly built `Services` (see `build_services` for `parts`): sweeps once, then
     every `storage.sweep_interval_seconds` in the background unless `start_sweeper=False`; starts the job
-    worker thread when `jobs.worker` is `local` (or as `start_worker` says)."""
+    worker thread when `jobs.worker` is `local`, the Ray dispatcher when it is `ray` (or as `start_worker`
+    says)."""
     from nanobanana.service.studio import Studio
 
     studio = Studio(build_services(environ, **parts))
@@ -132,6 +135,6 @@ def build_studio(environ: Mapping[str, str] | None = None, *, start_sweeper: boo
     studio.sweep()
     if start_sweeper:
         studio.start_sweeper()
-    if start_worker if start_worker is not None else studio.services.config.jobs.worker == "local":
+    if start_worker if start_worker is not None else studio.services.config.jobs.worker in ("local", "ray"):
         studio.start_worker()
     return studio

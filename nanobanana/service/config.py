@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -33,6 +33,11 @@ class AllowanceConfig(BaseModel):
 
 
 class StorageConfig(BaseModel):
+    # Where images, exports and queued jobs' inputs go: "local" (the data folder) or s3://BUCKET[/PREFIX]
+    # on any S3-compatible store; credentials from the environment (AWS_ACCESS_KEY_ID, ...).
+    location: str = Field("local", pattern=r"^(local|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_./-]*)?)$")
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:8333 (SeaweedFS, MinIO); None: AWS
+    s3_region: str | None = None
     anonymous_expiry_hours: float = Field(1, gt=0)
     account_expiry_hours: float = Field(168, gt=0)
     anonymous_max_images: int = Field(20, ge=1)
@@ -43,17 +48,47 @@ class StorageConfig(BaseModel):
     export_expiry_minutes: float = Field(60, gt=0)
 
 
+class RayDeploymentConfig(BaseModel):
+    """The Serve deployment's options, passed to `serve.deployment` as they are (see Ray Serve's docs)."""
+
+    num_replicas: int | None = Field(1, ge=0)  # ignored when autoscaling_config is set
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 1})  # e.g. {num_gpus: 1}
+    # e.g. {min_replicas: 0, max_replicas: 4, target_ongoing_requests: 1}: zero replicas when idle
+    autoscaling_config: dict[str, Any] | None = None
+    max_ongoing_requests: int = Field(1, ge=1)  # batches one replica holds (runs one, queues the rest)
+    graceful_shutdown_timeout_s: float = Field(120, ge=0)  # a replica scaled down finishes its batch first
+
+    def options(self) -> dict[str, Any]:
+        options = self.model_dump(exclude_none=True)
+        if self.autoscaling_config is not None:
+            options.pop("num_replicas", None)
+        return options
+
+
+class RayConfig(BaseModel):
+    """Where generation runs when `jobs.worker` is `ray` (see `nanobanana/service/ray_worker.py`)."""
+
+    address: str = "auto"  # the cluster: host:6379 or ray://host:10001; auto: the one started on this machine
+    namespace: str = "nanobanana"
+    app_name: str = "nanobanana-worker"
+    dispatchers: int = Field(2, ge=1)  # batches one web process has out on the cluster at once
+    call_timeout_seconds: float = Field(900, gt=0)  # a batch call that takes longer is given up (leases recover it)
+    deployment: RayDeploymentConfig = Field(default_factory=RayDeploymentConfig)
+
+
 class JobsConfig(BaseModel):
     """The job queue and its worker (see `nanobanana/service/worker.py`); defaults measured with
     `python -m eval throughput` on the bundled model."""
 
-    worker: Literal["local", "none"] = "local"  # none: this process only submits; another one runs jobs
+    # local: a worker thread here; none: this process only submits; ray: batches go to a Ray Serve deployment
+    worker: Literal["local", "none", "ray"] = "local"
     max_batch_images: int = Field(8, ge=1)  # images per pipeline call
     batch_wait_ms: float = Field(30, ge=0)  # how long a free worker waits for a batch to fill
     max_open_per_person: int = Field(8, ge=1)  # queued + running jobs one person may have
     lease_seconds: float = Field(30, gt=0)  # a running job whose worker stops renewing it this long is recovered
     poll_seconds: float = Field(0.5, gt=0)  # how often an idle worker looks for jobs other processes queued
     keep_finished_minutes: float = Field(60, gt=0)  # ended jobs are then forgotten (accounts keep history)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
 
 class RateLimitConfig(BaseModel):

@@ -156,6 +156,29 @@ instance_secrets = sa.Table(
 )
 
 
+# The anonymous allowance (`service/allowance.py`): images used per UTC day per keyed hash of a browser
+# session or a client address (never either in clear), and each request's hold until it ends. Past days
+# are deleted by the sweeper.
+allowance_usage = sa.Table(
+    "allowance_usage",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),  # HMAC of "session"/"address" and the value
+    sa.Column("images", sa.Integer, nullable=False),
+)
+
+allowance_holds = sa.Table(
+    "allowance_holds",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),  # the job id
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("session_key", sa.String(64), nullable=False),
+    sa.Column("address_key", sa.String(64), nullable=True),
+    sa.Column("images", sa.Integer, nullable=False),  # still held (given back as images fail or are withheld)
+    sa.Column("settled", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_allowance_holds_day", "day"),
+)
+
 # Generation jobs: a request with its owner, state and held reservation, from submission until it ends.
 # The worker that runs a job holds a lease on it; a job whose lease ran out belongs to a dead process.
 jobs = sa.Table(

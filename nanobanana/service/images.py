@@ -1,21 +1,23 @@
 """Temporary image storage: results kept for a while under unguessable ids, readable only by their owner.
 
-Files live in `<data folder>/images/<id>.png`; the database row says whose each one is, what made it
-and when it expires (anonymous: hours, accounts: days). Each owner has a count and a byte limit; at
-the limit the oldest images expire first and the caller is told. Files are written under a temporary
-name and renamed, and deleted again if the database transaction that records them fails. Uploaded
-images are never stored: only results come here.
+The bytes go to a `Blobs` store (`service/blobs.py`: the data folder, or an S3 bucket shared by every
+replica) as `images/<id>.png`; the database row says whose each one is, what made it and when it expires
+(anonymous: hours, accounts: days). Each owner has a count and a byte limit; at the limit the oldest
+images expire first and the caller is told. Objects are written before their rows and deleted again if
+the database transaction that records them fails; the sweeper deletes expired and orphaned objects.
+Uploaded images are never stored: only results come here. Exports (zips) live beside them as
+`exports/<name>.zip`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
-import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +29,7 @@ from sqlalchemy.engine import Connection
 
 from nanobanana.errors import ImageNotFound
 from nanobanana.service.accounts import Identity
+from nanobanana.service.blobs import BlobInfo, Blobs, LocalBlobs, open_blobs
 from nanobanana.service.config import StorageConfig
 from nanobanana.service.db import Database, images, utcnow
 
@@ -67,13 +70,20 @@ class StoredImage:
 
 @dataclass(frozen=True)
 class WrittenFile:
-    """An image written to its final path, not yet recorded in the database."""
+    """An image written to the store, not yet recorded in the database."""
 
     id: str
-    path: Path
     bytes: int
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """A zip kept for its owner for `export_expiry_minutes`, downloaded by its name."""
+
+    name: str
+    size: int
 
 
 @dataclass
@@ -119,13 +129,16 @@ def _stored(row: sa.Row) -> StoredImage:
 
 
 class ImageStore:
-    def __init__(self, db: Database, data_dir: Path, config: StorageConfig) -> None:
+    def __init__(self, db: Database, data_dir: Path, config: StorageConfig, blobs: Blobs | None = None) -> None:
         self.db = db
         self.config = config
-        self.images_dir = data_dir / "images"
-        self.exports_dir = data_dir / "exports"
-        self.images_dir.mkdir(parents=True, exist_ok=True)
-        self.exports_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs = blobs if blobs is not None else open_blobs(config, data_dir)
+        self.image_blobs = self.blobs.under("images")
+        self.export_blobs = self.blobs.under("exports")
+        # On local storage the folders themselves (operator tools and tests look inside them).
+        local = isinstance(self.blobs, LocalBlobs)
+        self.images_dir = self.image_blobs.root if local else None
+        self.exports_dir = self.export_blobs.root if local else None
 
     # -- limits -------------------------------------------------------------------------------------
     def expiry(self, identity: Identity) -> timedelta:
@@ -138,15 +151,26 @@ class ImageStore:
             return c.account_max_images, c.account_max_bytes
         return c.anonymous_max_images, c.anonymous_max_bytes
 
-    def _file(self, image_id: str) -> Path:
-        return self.images_dir / f"{check_id(image_id)}.png"
+    @staticmethod
+    def _key(image_id: str) -> str:
+        return f"{check_id(image_id)}.png"
 
     # -- writing ------------------------------------------------------------------------------------
+    @staticmethod
+    def encode(picture: Image.Image) -> bytes:
+        """The PNG bytes we store for a result."""
+        buffer = io.BytesIO()
+        # Fastest zlib level: several times quicker than the default on large images, files about a
+        # third bigger; they are temporary anyway.
+        picture.save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
     def write_files(self, pictures: Sequence[Image.Image], ids: Sequence[str] | None = None, *,
                     stamp: Stamp | None = None) -> list[WrittenFile]:
-        """Encode and write each image (temp name, then rename). Pair with `record` or `remove_files`.
-        `ids` are the image ids to use (chosen beforehand, so a job can name its files before they exist);
-        `stamp` marks them: the watermark in the pixels, then the signed C2PA manifest in the bytes."""
+        """Encode and store each image. Pair with `record` or `remove_files`. `ids` are the image ids to
+        use (chosen beforehand, so a job can name its files before they exist); `stamp` marks them: the
+        watermark in the pixels, then the signed C2PA manifest in the bytes. Raises `StorageUnavailable`
+        when the object store cannot be reached (what was written is removed)."""
         written: list[WrittenFile] = []
         ids = list(ids) if ids is not None else [secrets.token_urlsafe(24) for _ in pictures]
         try:
@@ -154,20 +178,14 @@ class ImageStore:
                 check_id(image_id)
                 if stamp is not None:
                     picture = stamp.pixels(picture, image_id)
-                buffer = io.BytesIO()
-                # Fastest zlib level: several times quicker than the default on large images, files
-                # about a third bigger; they are temporary anyway.
-                picture.save(buffer, format="PNG", compress_level=1)
-                data = buffer.getvalue()
+                data = self.encode(picture)
                 if stamp is not None:
                     data = stamp.sign(data)  # last: nothing may change the bytes after signing
-                final = self._file(image_id)
-                temp = final.with_name(f".{image_id}.tmp")
-                temp.write_bytes(data)
-                os.replace(temp, final)
-                written.append(WrittenFile(image_id, final, len(data), picture.width, picture.height))
+                self.image_blobs.put(self._key(image_id), data)
+                written.append(WrittenFile(image_id, len(data), picture.width, picture.height))
         except BaseException:
-            self.remove_files(w.id for w in written)
+            with contextlib.suppress(Exception):  # the store is down: the sweeper removes them as orphans
+                self.remove_files(w.id for w in written)
             raise
         return written
 
@@ -215,14 +233,7 @@ class ImageStore:
         return Eviction(evicted, reason)
 
     def remove_files(self, image_ids: Iterable[str]) -> int:
-        removed = 0
-        for image_id in image_ids:
-            try:
-                self._file(image_id).unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
+        return self.image_blobs.delete([self._key(i) for i in image_ids])
 
     # -- reading (every read checks the owner) -----------------------------------------------------
     def _owned(self, identity: Identity) -> tuple:
@@ -249,16 +260,27 @@ class ImageStore:
             raise ImageNotFound("There is no such image (it may have expired).")
         return _stored(row)
 
-    def path(self, identity: Identity, image_id: str) -> Path:
+    def read(self, identity: Identity, image_id: str) -> bytes:
+        """The PNG bytes of one of this person's images; `ImageNotFound` for anything else."""
         self.get(identity, image_id)
-        path = self._file(image_id)
+        try:
+            return self.image_blobs.get(self._key(image_id))
+        except KeyError:
+            raise ImageNotFound("There is no such image (it may have expired).") from None
+
+    def path(self, identity: Identity, image_id: str) -> Path:
+        """The file of one of this person's images on local storage (operator tools and tests)."""
+        self.get(identity, image_id)
+        if not isinstance(self.image_blobs, LocalBlobs):
+            raise ImageNotFound("Images are kept in object storage here: read them with `read`.")
+        path = self.image_blobs.path(self._key(image_id))
         if not path.is_file():
             raise ImageNotFound("There is no such image (it may have expired).")
         return path
 
     def load(self, identity: Identity, image_id: str) -> Image.Image:
         """One of this person's images, decoded."""
-        with Image.open(self.path(identity, image_id)) as image:
+        with Image.open(io.BytesIO(self.read(identity, image_id))) as image:
             image.load()
             return image.copy()
 
@@ -280,30 +302,42 @@ class ImageStore:
     def _export_prefix(self, identity: Identity) -> str:
         return hashlib.sha256(f"export:{identity.kind}:{identity.owner_key}".encode()).hexdigest()[:20]
 
-    def new_export_path(self, identity: Identity, label: str) -> Path:
-        return self.exports_dir / f"{self._export_prefix(identity)}-{label}-{secrets.token_urlsafe(12)}.zip"
+    def save_export(self, identity: Identity, label: str, source: Path) -> ExportFile:
+        """Keep the zip at `source` (moved or uploaded, then gone) as one of this person's exports."""
+        name = f"{self._export_prefix(identity)}-{label}-{secrets.token_urlsafe(12)}.zip"
+        size = source.stat().st_size
+        self.export_blobs.put_file(name, source)
+        return ExportFile(name, size)
 
-    def exports_of(self, identity: Identity) -> list[Path]:
+    def exports_of(self, identity: Identity) -> list[BlobInfo]:
         """This person's export and "download all" zips that still exist."""
-        return sorted(self.exports_dir.glob(f"{self._export_prefix(identity)}-*"))
+        return self.export_blobs.list(f"{self._export_prefix(identity)}-")
 
-    def export_file(self, identity: Identity, name: str) -> Path | None:
+    def export_file(self, identity: Identity, name: str) -> ExportFile | None:
         """This person's zip called `name` if it exists and has not expired (the sweep may lag)."""
         cutoff = time.time() - self.config.export_expiry_minutes * 60
-        for path in self.exports_of(identity):
-            if path.name == name and path.stat().st_mtime >= cutoff:
-                return path
+        for blob in self.exports_of(identity):
+            if blob.key == name and blob.modified >= cutoff:
+                return ExportFile(blob.key, blob.size)
         return None
 
-    def remove_exports(self, identity: Identity) -> int:
-        paths = self.exports_of(identity)
-        for path in paths:
-            path.unlink(missing_ok=True)
-        return len(paths)
+    def export_chunks(self, identity: Identity, name: str) -> tuple[ExportFile, Iterator[bytes]] | None:
+        """This person's zip called `name` and its bytes as a stream, or None."""
+        export = self.export_file(identity, name)
+        if export is None:
+            return None
+        try:
+            return export, self.export_blobs.chunks(export.name)
+        except KeyError:
+            return None
+
+    def remove_exports(self, identity: Identity, name: str | None = None) -> int:
+        """Delete this person's zips (only the one called `name`, if given)."""
+        return self.export_blobs.delete([b.key for b in self.exports_of(identity) if name in (None, b.key)])
 
     # -- sweeping -----------------------------------------------------------------------------------
     def sweep(self, now: datetime | None = None) -> SweepReport:
-        """Delete expired rows and their files, orphaned files and old exports."""
+        """Delete expired rows and their objects, orphaned objects and old exports."""
         now = now or utcnow()
         with self.db.transaction() as c:
             expired = list(c.execute(sa.select(images.c.id).where(images.c.expires_at <= now)).scalars())
@@ -311,25 +345,20 @@ class ImageStore:
                 c.execute(images.delete().where(images.c.id.in_(expired)))
         files = self.remove_files(expired)
         files += self._remove_orphans()
-        exports = 0
         cutoff = time.time() - self.config.export_expiry_minutes * 60
-        for path in self.exports_dir.iterdir():
-            if path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                exports += 1
+        old = [b.key for b in self.export_blobs.list() if b.modified < cutoff]
+        exports = self.export_blobs.delete(old)
+        for temp in self.blobs.temporaries():  # a write cut short by a crash
+            if temp.stat().st_mtime < time.time() - ORPHAN_GRACE_SECONDS:
+                temp.unlink(missing_ok=True)
         return SweepReport(images=len(expired), files=files, exports=exports)
 
     def _remove_orphans(self) -> int:
-        # A file with no row: a crash between writing and recording. Young files may still be recorded.
+        # An object with no row: a crash between writing and recording. Young ones may still be recorded.
         cutoff = time.time() - ORPHAN_GRACE_SECONDS
-        old = [p for p in self.images_dir.iterdir() if p.is_file() and p.stat().st_mtime < cutoff]
+        old = [b.key for b in self.image_blobs.list() if b.modified < cutoff]
         if not old:
             return 0
         with self.db.transaction() as c:
-            known = set(c.execute(sa.select(images.c.id)).scalars())
-        removed = 0
-        for path in old:
-            if path.suffix != ".png" or path.stem not in known:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+            known = {f"{i}.png" for i in c.execute(sa.select(images.c.id)).scalars()}
+        return self.image_blobs.delete([key for key in old if key not in known])

@@ -13,6 +13,7 @@ database, since the order lives in the rows.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import secrets
@@ -30,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from nanobanana.errors import JobLimitReached, JobNotFound
 from nanobanana.generation import Mode, Plan, Settings
+from nanobanana.service.blobs import Blobs, LocalBlobs
 from nanobanana.service.config import JobsConfig
 from nanobanana.service.db import Database, jobs, utcnow
 
@@ -184,11 +186,13 @@ class Place:
 class JobStore:
     """The jobs table, its input images under `<data_dir>/jobs/`, and the queries the worker needs."""
 
-    def __init__(self, db: Database, config: JobsConfig, data_dir: Path) -> None:
+    def __init__(self, db: Database, config: JobsConfig, data_dir: Path, blobs: Blobs | None = None) -> None:
         self.db = db
         self.config = config
-        self.inputs_dir = data_dir / "jobs"
-        self.inputs_dir.mkdir(parents=True, exist_ok=True)
+        # `<data_dir>/jobs/<id>/<n>.png`, or `jobs/<id>/<n>.png` in the shared object store: a worker on
+        # another machine reads a job's inputs from there.
+        self.input_blobs = blobs if blobs is not None else LocalBlobs(data_dir / "jobs")
+        self.inputs_dir = self.input_blobs.root if isinstance(self.input_blobs, LocalBlobs) else None
 
     # -- submitting ---------------------------------------------------------------------------------
     def add(self, conn: Connection, *, job_id: str, owner: Owner, plan: Plan, key: str, payer: str,
@@ -230,22 +234,24 @@ class JobStore:
 
     def save_inputs(self, job_id: str, images: Iterable[Image.Image]) -> None:
         """Keep a job's input images until it ends, so any worker (or this one after a restart) can run it.
-        Raises `FileExistsError` when the folder exists: that id is someone's job already."""
-        folder = self.inputs_dir / check_job_id(job_id)
-        folder.mkdir(parents=True, exist_ok=False)
+        Raises `FileExistsError` when some exist: that id is someone's job already."""
+        if self.input_blobs.list(f"{check_job_id(job_id)}/"):
+            raise FileExistsError(job_id)
         for i, image in enumerate(images):
-            image.save(folder / f"{i}.png", format="PNG", compress_level=1)
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", compress_level=1)
+            self.input_blobs.put(f"{job_id}/{i}.png", buffer.getvalue())
 
     def load_inputs(self, job: Job) -> tuple[Image.Image, ...]:
         loaded = []
         for i in range(job.inputs):
-            with Image.open(self.inputs_dir / job.id / f"{i}.png") as image:
+            with Image.open(io.BytesIO(self.input_blobs.get(f"{job.id}/{i}.png"))) as image:
                 image.load()
                 loaded.append(image.copy())
         return tuple(loaded)
 
     def remove_inputs(self, job_id: str) -> None:
-        shutil.rmtree(self.inputs_dir / check_job_id(job_id), ignore_errors=True)
+        self.input_blobs.delete([b.key for b in self.input_blobs.list(f"{check_job_id(job_id)}/")])
 
     # -- reading ------------------------------------------------------------------------------------
     def get(self, job_id: str, conn: Connection | None = None) -> Job | None:
@@ -433,9 +439,12 @@ class JobStore:
         with self.db.transaction() as c:
             known = set(c.execute(sa.select(jobs.c.id)).scalars())
         cutoff = time.time() - INPUTS_GRACE_SECONDS
-        for folder in self.inputs_dir.iterdir():
-            if folder.name not in known and folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
+        stray = [b.key for b in self.input_blobs.list() if b.key.split("/", 1)[0] not in known and b.modified < cutoff]
+        self.input_blobs.delete(stray)
+        if self.inputs_dir is not None:  # folders left empty
+            for folder in self.inputs_dir.iterdir():
+                if folder.is_dir() and folder.name not in known and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
         return len(ended)
 
     def delete_owner(self, owner: Owner, conn: Connection) -> list[str]:

@@ -147,19 +147,19 @@ class AllowancePayer:
 
     def reserve(self, request_id: str, width: int, height: int, steps: int, num_images: int,
                 description: str, conn: Connection | None = None) -> Reservation:
-        self.allowance.reserve(self.identity, num_images, request_id)
+        self.allowance.reserve(self.identity, num_images, request_id, conn)
         return Reservation(request_id, num_images, 1)
 
     def settle(self, reservation: Reservation, kept: int, conn: Connection) -> None:
-        return None  # the allowance lives in memory: it settles after the commit
+        self.allowance.release(reservation.request_id, reservation.num_images - kept, conn)
+        self.allowance.settle(reservation.request_id, conn)
 
     def after_commit(self, reservation: Reservation, kept: int) -> None:
-        self.allowance.release(reservation.request_id, reservation.num_images - kept)
-        self.allowance.settle(reservation.request_id)
+        return None
 
     def release(self, reservation: Reservation, reason: str, conn: Connection | None = None) -> None:
-        self.allowance.release(reservation.request_id)
-        self.allowance.settle(reservation.request_id)
+        self.allowance.release(reservation.request_id, conn=conn)
+        self.allowance.settle(reservation.request_id, conn)
 
     def charged(self, reservation: Reservation, kept: int) -> int:
         return 0

@@ -110,8 +110,9 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
 ## What we store about you
 - **Without an account:** nothing about you. Your images, with the prompts and settings that made them,
   are kept for **{_hours(storage.anonymous_expiry_hours)}**, then deleted. Your browser session is stored
-  only as a one-way hash beside those images. Your network address is never written to disk: it is held
-  in memory, for the day, only to count the free allowance.
+  only as a one-way hash beside those images. To count the free allowance, your browser session and
+  your network address are each stored only as a keyed one-way hash with the day's image count (no
+  address or session id in clear); these counts are deleted the next day.
 - **With an account:** what your sign-in provider tells us (provider, your id there, username, e-mail if
   given), when the account was created, whether you want service updates, your credit balance and every
   credit movement (grants, charges, refunds); your images for **{_hours(storage.account_expiry_hours)}**;
@@ -131,7 +132,7 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
 
 ## Limits
 - Free allowance without an account: **{allowance.anonymous_images_per_day} images per day**, counted per
-  browser session and per network address, in memory only.
+  browser session and per network address (as keyed hashes, for the day only).
 - New accounts receive **{credits.signup_grant} credits**. Price: {(cost_rule or CostRule(credits)).describe()}.
   Images that fail or are withheld by the safety filter are refunded (or not counted against the allowance).
 - Stored images per person: at most **{anonymous_limit}** without an account, **{account_limit}** with

@@ -11,16 +11,17 @@ import csv
 import io
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
-from nanobanana.errors import NanobananaError
+from nanobanana.errors import ImageNotFound
 from nanobanana.service.accounts import Accounts, Identity
 from nanobanana.service.api_keys import ApiKeys
 from nanobanana.service.db import Database
 from nanobanana.service.generation_log import GenerationLog
 from nanobanana.service.idempotency import IdempotencyKeys
-from nanobanana.service.images import ImageStore
+from nanobanana.service.images import ExportFile, ImageStore
 from nanobanana.service.jobs import JobStore, Owner
 from nanobanana.service.ledger import Ledger
 from nanobanana.service.webhooks import Webhooks
@@ -45,8 +46,9 @@ class Privacy:
         self.ledger = ledger
         self.storage = storage
         self.history = history
+        self.temp_dir = storage.exports_dir  # None: the system's temporary folder (object storage)
 
-    def export(self, identity: Identity) -> Path:
+    def export(self, identity: Identity) -> ExportFile:
         """One zip: profile.json, ledger.csv, ledger.json, history.json, api_keys.json (names and dates,
         never the keys), requests.json (recent and open requests), webhooks.json, images.json and
         images/*.png."""
@@ -80,29 +82,30 @@ class Privacy:
         files["images.json"] = _json([s.to_dict() for s in stored])
         return self._zip(identity, "export", files, [s.id for s in stored])
 
-    def images_zip(self, identity: Identity) -> Path:
+    def images_zip(self, identity: Identity) -> ExportFile:
         """All of this person's current images (and their settings) in one zip."""
         stored = self.storage.list(identity)
         return self._zip(identity, "images", {"images.json": _json([s.to_dict() for s in stored])},
                          [s.id for s in stored])
 
-    def _zip(self, identity: Identity, label: str, files: dict[str, str], image_ids: list[str]) -> Path:
-        target = self.storage.new_export_path(identity, label)
-        temp = target.with_name(f".{target.name}.tmp")
+    def _zip(self, identity: Identity, label: str, files: dict[str, str], image_ids: list[str]) -> ExportFile:
+        # Built in a temporary file on this machine, then kept in the store (moved, or uploaded).
+        handle, temp_name = tempfile.mkstemp(prefix=".export-", suffix=".zip.tmp", dir=self.temp_dir)
+        os.close(handle)
+        temp = Path(temp_name)
         try:
             with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for name, text in files.items():
                     archive.writestr(name, text)
                 for image_id in image_ids:
                     try:
-                        path = self.storage.path(identity, image_id)
-                    except NanobananaError:
+                        data = self.storage.read(identity, image_id)
+                    except ImageNotFound:
                         continue  # expired while we were zipping
-                    archive.write(path, f"images/{image_id}.png", compress_type=zipfile.ZIP_STORED)
-            os.replace(temp, target)
+                    archive.writestr(f"images/{image_id}.png", data, compress_type=zipfile.ZIP_STORED)
+            return self.storage.save_export(identity, label, temp)
         finally:
             temp.unlink(missing_ok=True)
-        return target
 
     def delete_account(self, identity: Identity) -> None:
         """Remove every row and file tied to this person. Anonymous usage rows carry no identity and stay."""

@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +45,7 @@ from nanobanana.provenance import Verdict
 from nanobanana.service.accounts import Account, AccountSummary, Identity, OAuthProfileData
 from nanobanana.service.announcements import Announcement
 from nanobanana.service.api_keys import ApiKey, NewApiKey
-from nanobanana.service.images import StoredImage, SweepReport
+from nanobanana.service.images import ExportFile, StoredImage, SweepReport
 from nanobanana.service.jobs import QUEUED, RUNNING, SUCCEEDED, Job, Owner, batch_key, check_job_id
 from nanobanana.service.ledger import LedgerEntry
 from nanobanana.service.payment import AllowancePayer, CreditsPayer, Payer, Quote, Reservation
@@ -177,9 +177,15 @@ class Studio:
         self._speed_at = -1e9
 
     def start_worker(self) -> Worker:
-        """Run queued jobs in this process (a worker thread; see `worker.py`). Recovers first."""
+        """Run queued jobs in this process (a worker thread; see `worker.py`), or hand them to the Ray Serve
+        deployment (`jobs.worker: ray`; see `ray_worker.py`). Recovers first."""
         if self.worker is None:
-            self.worker = Worker(self.services, self.services.jobs, self.settlement, self.local)
+            if self.services.config.jobs.worker == "ray":
+                from nanobanana.service.ray_worker import RayDispatcher
+
+                self.worker = RayDispatcher(self.services, self.services.jobs, self.settlement, self.local)
+            else:
+                self.worker = Worker(self.services, self.services.jobs, self.settlement, self.local)
             self.worker.start()
         return self.worker
 
@@ -328,21 +334,10 @@ class Studio:
                 raise JobStillRunning(f"Request {job_id} has not finished yet; ask again later.")
             self.local.wait(0.25)
         job = s.jobs.get(job_id)  # as it ended (the row read in the loop may be older)
-        ended_here = local.ended if local is not None else None  # this process's own record of the end
-        if ended_here is None:
-            self._settle_allowance_here(identity, job)
         try:
             return self._result(identity, job, local)
         finally:
             self.local.forget(job_id)
-
-    def _settle_allowance_here(self, identity: Identity, job: Job | None) -> None:
-        """The free allowance is held in this process's memory: when another process ended the job, give
-        back here what it did not store."""
-        if identity.is_account or job is None or job.payer != "allowance":
-            return
-        stored = len(job.result.get("images", [])) if job.state == SUCCEEDED else 0
-        self.payer(identity).after_commit(Settlement.reservation(job), stored)
 
     def _result(self, identity: Identity, job: Job | None, local: Any) -> StudioResult:
         s = self.services
@@ -492,8 +487,6 @@ class Studio:
     def job_view(self, identity: Identity, job_id: str) -> JobView:
         """One of my jobs with its result or error; `JobNotFound` for anyone else's."""
         job = self.services.jobs.owned(Owner(identity.kind, identity.owner_key), job_id)
-        if not job.is_open:
-            self._settle_allowance_here(identity, job)
         return self.describe_job(job, identity)
 
     def describe_job(self, job: Job, identity: Identity | None = None) -> JobView:
@@ -615,8 +608,12 @@ class Studio:
         """One of this person's stored images; `ImageNotFound` for anything else."""
         return self.services.images.get(identity, image_id)
 
+    def image_bytes(self, identity: Identity, image_id: str) -> bytes:
+        """The PNG of one of this person's images; `ImageNotFound` for anything else."""
+        return self.services.images.read(identity, image_id)
+
     def image_path(self, identity: Identity, image_id: str) -> Path:
-        """The file of one of this person's images; `ImageNotFound` for anything else."""
+        """The file of one of this person's images on local storage; `ImageNotFound` for anything else."""
         return self.services.images.path(identity, image_id)
 
     def image_picture(self, identity: Identity, image_id: str) -> Any:
@@ -626,12 +623,12 @@ class Studio:
     def delete_image(self, identity: Identity, image_id: str) -> None:
         self.services.images.delete(identity, image_id)
 
-    def images_zip(self, identity: Identity) -> Path:
+    def images_zip(self, identity: Identity) -> ExportFile:
         """All my images (with their settings) as a zip under the data folder's exports/ (short-lived)."""
         return self.services.privacy.images_zip(identity)
 
     # -- privacy ----------------------------------------------------------------------------------
-    def export(self, identity: Identity) -> Path:
+    def export(self, identity: Identity) -> ExportFile:
         """The privacy export: one zip with everything stored about this person."""
         return self.services.privacy.export(identity)
 
@@ -646,14 +643,21 @@ class Studio:
         self.services.sessions.remember_closed(account.provider, account.provider_user_id)
         self.services.privacy.delete_account(identity)
 
-    def warm_up(self) -> None:
-        """Load the model and the safety models at start-up rather than on the first click."""
-        self.services.generator.load()
+    def warm_up(self, model: bool | None = None) -> None:
+        """Load the model and the safety models at start-up rather than on the first click. The model only
+        where jobs run (`model=None`: when this process has a local worker; a web replica whose jobs run
+        on Ray or in worker processes never loads it)."""
+        if model if model is not None else getattr(self.worker, "runs_model", False):
+            self.services.generator.load()
         self.services.safety.warm_up()
 
-    def export_path(self, identity: Identity, name: str) -> Path | None:
-        """One of this person's export or "download all" zips by file name, while it is kept."""
-        return self.services.images.export_file(identity, name)
+    def forget_export(self, identity: Identity, name: str) -> None:
+        """Delete one of this person's zips now (the API hands the export over once)."""
+        self.services.images.remove_exports(identity, name)
+
+    def export_download(self, identity: Identity, name: str) -> tuple[ExportFile, Iterator[bytes]] | None:
+        """One of this person's export or "download all" zips by file name and its bytes, while it is kept."""
+        return self.services.images.export_chunks(identity, name)
 
     def policy_markdown(self) -> str:
         return policy_markdown(
@@ -679,6 +683,7 @@ class Studio:
         self.services.sessions.sweep()
         self.services.idempotency.sweep()
         self.services.webhooks.sweep()
+        self.services.allowance.sweep()
         return SweepReport(report.images, report.files, report.exports, history, jobs)
 
     def metrics_text(self) -> bytes:

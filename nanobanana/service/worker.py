@@ -98,6 +98,8 @@ class LocalJobs:
 class Worker:
     """Runs queued jobs in this process (see the module docstring)."""
 
+    runs_model = True  # the model is loaded in this process
+
     def __init__(self, services: Services, jobs: JobStore, settlement: Settlement, local: LocalJobs | None = None
                  ) -> None:
         self.services = services
@@ -121,13 +123,18 @@ class Worker:
         self._last_recovery = 0.0
 
     # -- life -----------------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, take_jobs: bool = True) -> None:
+        """Recover, then run the loop that takes jobs, the lease heartbeat and the finisher.
+        `take_jobs=False` (a Ray Serve replica, which is handed its batches): the heartbeat only; each
+        batch is finished before `run` returns."""
         if self._threads:
             return
         self.recover()
-        self._finishing = queue.Queue(maxsize=2)
-        for name, target in (("nanobanana-worker", self._loop), ("nanobanana-lease", self._heartbeat),
-                             ("nanobanana-finisher", self._finisher)):
+        threads: tuple = (("nanobanana-lease", self._heartbeat),)
+        if take_jobs:
+            self._finishing = queue.Queue(maxsize=2)
+            threads += (("nanobanana-worker", self._loop), ("nanobanana-finisher", self._finisher))
+        for name, target in threads:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -182,11 +189,18 @@ class Worker:
         return batch
 
     def _next_batch(self) -> list[Job]:
+        batch = self._pick()
+        return self.jobs.claim([j.id for j in batch], self.id) if batch else []
+
+    def _queued(self) -> list[Job]:
+        return self.jobs.queued(model=self.services.generator.model_id)
+
+    def _pick(self) -> list[Job]:
+        """The next batch in fair order, not yet claimed (after the batch window, when there is room)."""
         self._wake.clear()
         if self._stop.is_set():
             return []
-        model = self.services.generator.model_id
-        batch = pick_batch(self.jobs.queued(model=model), self.config.max_batch_images)
+        batch = pick_batch(self._queued(), self.config.max_batch_images)
         if not batch:
             return []
         # A batch with room, whose first job has just arrived: let requests sent at the same time join it.
@@ -198,10 +212,10 @@ class Worker:
                 break
             self._wake.clear()
             self._wake.wait(left)
-            batch = pick_batch(self.jobs.queued(model=model), self.config.max_batch_images) or batch
+            batch = pick_batch(self._queued(), self.config.max_batch_images) or batch
         if self._stop.is_set():
             return []
-        return self.jobs.claim([j.id for j in batch], self.id)
+        return batch
 
     def run(self, batch: list[Job]) -> None:
         """Run one claimed batch as one pipeline call and end each of its jobs."""

@@ -34,7 +34,8 @@ def create_app(studio: Studio, config: UIConfig | None = None,
     routes and the API (`/v1`, `/mcp`), behind the guards of `nanobanana.web.middleware`."""
     environ = os.environ if environ is None else environ
     config = config or load_ui_config(environ)
-    secret = auth.session_secret(config, environ)
+    # One key for every replica (sign-ins and visitors' cookies are valid whichever one answers).
+    secret = auth.session_secret(config, environ, shared=lambda: studio.services.db.instance_secret("session-cookie"))
     auth.install_gradio_session(secret, config.dev_login, environ)
     ui = StudioUI(studio, config, environ)
     demo = ui.build()

@@ -16,7 +16,7 @@ import os
 import secrets
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -80,14 +80,19 @@ def session_person(claims: Mapping[str, Any]) -> tuple[str, str]:
 
 
 # -- the session secret ---------------------------------------------------------------------------
-def session_secret(config: UIConfig, environ: Mapping[str, str] | None = None) -> str:
+def session_secret(config: UIConfig, environ: Mapping[str, str] | None = None,
+                   shared: Callable[[], bytes] | None = None) -> str:
     """Gradio signs its session cookie with sha256(OAUTH_CLIENT_SECRET + "-v4"). Off a Space that
-    variable is unset, which would make the key public and sessions forgeable; use ours instead."""
+    variable is unset, which would make the key public and sessions forgeable; use ours instead:
+    `NANOBANANA_SESSION_SECRET`, else `shared()` (a key kept in the database, the same on every replica
+    and across restarts), else a random one."""
     environ = os.environ if environ is None else environ
     if on_space(environ) and environ.get("OAUTH_CLIENT_SECRET"):
         return environ["OAUTH_CLIENT_SECRET"]
     if config.session_secret:
         return config.session_secret
+    if shared is not None:
+        return shared().hex()
     log.info("No session secret configured: using a random one (sign-ins end when the app restarts).")
     return secrets.token_urlsafe(32)
 

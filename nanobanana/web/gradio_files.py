@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 
 import gradio as gr
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from gradio import route_utils
 from gradio.data_classes import FileData
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 from PIL import Image
 
-from nanobanana.errors import InvalidImage, NanobananaError
+from nanobanana.errors import InvalidImage, NanobananaError, StorageUnavailable
 from nanobanana.generation import Limits, load_images
 from nanobanana.service.accounts import Identity
 from nanobanana.web import auth
@@ -161,18 +161,26 @@ def file_routes(app: FastAPI, studio: Any) -> None:
         if not IMAGE_ID.fullmatch(image_id) or not DOWNLOAD_NAME.fullmatch(download_as) or identity is None:
             return _not_found()
         try:
-            path = studio.image_path(identity, image_id)
+            data = studio.image_bytes(identity, image_id)
+        except StorageUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=PRIVATE)
         except NanobananaError:
             return _not_found()
-        return FileResponse(path, media_type="image/png", headers=PRIVATE, filename=download_as,
-                            content_disposition_type="inline")
+        return Response(data, media_type="image/png",
+                        headers={**PRIVATE, "Content-Disposition": f'inline; filename="{download_as}"'})
 
     @app.get("/files/exports/{name}/{download_as}")
     def export_file(name: str, download_as: str, request: Request) -> Response:
         identity = request_identity(studio, request)
         if not EXPORT_NAME.fullmatch(name) or not DOWNLOAD_NAME.fullmatch(download_as) or identity is None:
             return _not_found()
-        path = studio.export_path(identity, name)
-        if path is None:
+        try:
+            found = studio.export_download(identity, name)
+        except StorageUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=PRIVATE)
+        if found is None:
             return _not_found()
-        return FileResponse(path, media_type="application/zip", filename=download_as, headers=PRIVATE)
+        export, chunks = found
+        return StreamingResponse(chunks, media_type="application/zip", headers={
+            **PRIVATE, "Content-Length": str(export.size),
+            "Content-Disposition": f'attachment; filename="{download_as}"'})

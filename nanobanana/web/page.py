@@ -14,7 +14,6 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -22,6 +21,7 @@ import pandas as pd
 from nanobanana.errors import GenerationCancelled
 from nanobanana.generation import GenerationRequest, Mode, split_choice
 from nanobanana.service.accounts import Identity
+from nanobanana.service.images import ExportFile
 from nanobanana.service.studio import Studio, StudioResult
 from nanobanana.web import auth, presenters
 from nanobanana.web.api_keys_panel import ApiKeysPanel
@@ -326,8 +326,8 @@ class StudioUI:
         return self._export_link(request, self.studio.images_zip(identity), presenters.zip_name("images"))
 
     @staticmethod
-    def _export_link(request: gr.Request, path: Path, download_as: str) -> tuple[str, int]:
-        return f"{site_root(request)}/files/exports/{path.name}/{download_as}", path.stat().st_size
+    def _export_link(request: gr.Request, export: ExportFile, download_as: str) -> tuple[str, int]:
+        return f"{site_root(request)}/files/exports/{export.name}/{download_as}", export.size
 
     @handler
     def delete_image(self, image_id, identity: Identity, request: gr.Request):

@@ -21,13 +21,20 @@ ZELDA = OAuthProfileData("huggingface", "hf-777123", "zelda-quokka", "zelda.quok
 PROMPT = "a periwinkle dodecahedron"
 
 
+def download(studio, identity, export) -> io.BytesIO:
+    """The zip as its owner downloads it."""
+    found = studio.export_download(identity, export.name)
+    assert found is not None
+    return io.BytesIO(b"".join(found[1]))
+
+
 def test_export_contains_profile_ledger_history_and_every_image(studio):
     account = studio.sign_in(ZELDA)
     first = studio.generate(request(PROMPT, num_images=2), account.identity)
     studio.generate(request("circles red1", num_images=2), account.identity)  # one withheld, refunded
-    path = studio.export(account.identity)
-    assert studio.services.data_dir in path.parents
-    with zipfile.ZipFile(path) as z:
+    export = studio.export(account.identity)
+    assert (studio.services.images.exports_dir / export.name).is_file()
+    with zipfile.ZipFile(download(studio, account.identity, export)) as z:
         names = set(z.namelist())
         profile = json.loads(z.read("profile.json"))
         ledger_json = json.loads(z.read("ledger.json"))
@@ -51,7 +58,7 @@ def test_export_contains_profile_ledger_history_and_every_image(studio):
 def test_an_anonymous_visitor_can_export_their_images(studio):
     visitor = Identity.anonymous("session-x", "198.51.100.4")
     studio.generate(request(PROMPT), visitor)
-    with zipfile.ZipFile(studio.export(visitor)) as z:
+    with zipfile.ZipFile(download(studio, visitor, studio.export(visitor))) as z:
         assert len([n for n in z.namelist() if n.startswith("images/")]) == 1
         assert "198.51.100.4" not in json.dumps([z.read(n).decode() for n in z.namelist() if n.endswith(".json")])
 
@@ -60,7 +67,7 @@ def test_images_zip_holds_only_my_images(studio):
     me, other = Identity.anonymous("s1"), Identity.anonymous("s2")
     mine = studio.generate(request("a circle", num_images=2), me).images
     studio.generate(request("a circle"), other)
-    with zipfile.ZipFile(studio.images_zip(me)) as z:
+    with zipfile.ZipFile(download(studio, me, studio.images_zip(me))) as z:
         assert {n for n in z.namelist() if n.endswith(".png")} == {f"images/{i.id}.png" for i in mine}
 
 
@@ -211,7 +218,7 @@ def test_prometheus_metrics_come_from_a_private_registry(studio):
 def test_old_exports_and_history_past_its_retention_are_swept(studio):
     account = studio.sign_in(ZELDA)
     studio.generate(request(PROMPT), account.identity)
-    export = studio.export(account.identity)
+    export = studio.services.images.exports_dir / studio.export(account.identity).name
     stale = time.time() - studio.services.config.storage.export_expiry_minutes * 60 - 5
     os.utime(export, (stale, stale))
     assert studio.sweep().exports == 1 and not export.exists()

@@ -14,6 +14,7 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd

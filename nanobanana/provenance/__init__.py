@@ -163,6 +163,7 @@ class Provenance:
             import c2pa
 
             if isinstance(exc, c2pa.C2paError):
+                log.error("C2PA signing failed (%s): %s", type(exc).__name__.lstrip("_"), exc)
                 raise ProvenanceError("The image could not be signed (C2PA); it was not stored. The operator's "
                                       f"log says why ({type(exc).__name__.lstrip('_')}).") from exc
             raise

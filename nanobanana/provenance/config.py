@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from nanobanana.config import load_section
+from nanobanana.config import _env_overrides, config_dir, load_section, validate
 
 CERT_CHAIN_ENV = "NANOBANANA_C2PA_CERT_CHAIN"
 PRIVATE_KEY_ENV = "NANOBANANA_C2PA_PRIVATE_KEY"
@@ -44,5 +44,9 @@ class ProvenanceConfig(BaseModel):
 
 def load_provenance_config(environ: Mapping[str, str] | None = None,
                            directory: Path | None = None) -> ProvenanceConfig:
+    """`configs/provenance.yaml` with environment overrides. A configuration folder of an older release
+    without the file gets the defaults (both marks on), not a refusal to start."""
     environ = os.environ if environ is None else environ
+    if not ((directory or config_dir()) / "provenance.yaml").is_file():
+        return validate(ProvenanceConfig, _env_overrides("provenance", environ), "the environment")
     return load_section("provenance", ProvenanceConfig, environ=environ, directory=directory)

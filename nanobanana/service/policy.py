@@ -50,19 +50,20 @@ def _marks_section(marks: dict | None, model: Any = None) -> str:
         prompt = ("**your prompt** (the operator turned this on), " if marks["include_prompt"] else "")
         lines.append(
             f"- **C2PA Content Credentials:** every image file carries a manifest signed{who}{local}, saying it "
-            f"was made by AI (digital source type *trainedAlgorithmicMedia*) with this software and the model's "
-            f"name. The manifest travels with the file to anyone you give it to; it holds {prompt}no account, "
-            "e-mail, address or user id. For an edit, your upload is named by a hash of its pixels only (no copy "
-            "or thumbnail of it). Re-encoding or screenshotting a file removes the manifest.")
+            "was made by AI (digital source type *trainedAlgorithmicMedia*; for edits "
+            "*compositeWithTrainedAlgorithmicMedia*) with this software and the model's name. The manifest "
+            f"travels with the file to anyone you give it to; it holds {prompt}no account, e-mail, address or "
+            "user id. For an edit, your upload is named by a hash of its pixels only (no copy or thumbnail of "
+            "it). Re-encoding or screenshotting a file removes the manifest.")
     else:
         lines.append("- **C2PA Content Credentials are turned off by the operator.**")
     if marks["watermark"]:
         lines.append(
             f"- **Invisible watermark:** a short code (the service tag `{marks['watermark_tag']}` and bits of a "
-            f"hash of the image's id, nothing about you) is hidden in the pixels ({marks['watermark_method']}, "
-            "invisible-watermark), readable after the metadata is stripped and after mild re-encoding. Images "
-            f"smaller than {marks['min_pixels']} pixels (256×256) are too small to carry it: they are marked by "
-            "the manifest only, and their record says so.")
+            "hash of the image's id, nothing about you) is hidden in the pixels (invisible-watermark's "
+            f"{marks['watermark_method']} method), readable after the metadata is stripped, after mild "
+            f"re-encoding and resizing (not after cropping). Images smaller than {marks['min_pixels']} pixels "
+            "(256×256) are too small to carry it: they are marked by the manifest only, and their record says so.")
         side = getattr(model, "base_resolution", None)
         if isinstance(side, int) and side * side < marks["min_pixels"]:
             lines.append(f"- **This instance's model makes images of about {side}×{side} px: too small for the "

@@ -36,3 +36,10 @@ def test_the_policy_says_when_the_models_images_are_too_small_for_the_watermark(
     big = SimpleNamespace(base_resolution=512, remote=None, is_remote=False)
     assert "too small for the watermark, so" not in policy_markdown(load_service_config(environ={}),
                                                                     marks=marks(tmp_path), model=big)
+
+
+def test_a_config_folder_without_provenance_yaml_gets_both_marks_on(tmp_path):
+    from nanobanana.provenance import load_provenance_config
+
+    config = load_provenance_config({"NANOBANANA_PROVENANCE__WATERMARK__STRENGTH": "40"}, directory=tmp_path)
+    assert config.c2pa.enabled and config.watermark.enabled and config.watermark.strength == 40

@@ -20,6 +20,7 @@ from nanobanana.errors import GenerationCancelled, NanobananaError, ServiceError
 from nanobanana.generation import GenerationResult
 from nanobanana.safety.gate import all_blocked_error
 from nanobanana.service.db import utcnow
+from nanobanana.service.images import settings_text
 from nanobanana.service.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job, JobStore
 from nanobanana.service.payment import AllowancePayer, CreditsPayer, Payer, Reservation
 from nanobanana.service.usage import UsageEvent
@@ -100,10 +101,14 @@ class Settlement:
             t = time.perf_counter()
             ids = [secrets.token_urlsafe(24) for _ in kept]
             self.jobs.set_pending_files(job.id, worker, ids)
-            files = s.images.write_files([result.images[i] for i in kept], ids=ids)
-            payer, reservation = self.payer(job), self.reservation(job)
             settings = result.settings.to_dict()
             settings["model"] = result.model_id
+            texts = None
+            if job.owner.is_account and s.accounts.get(job.owner.owner_key).embed_settings:
+                texts = [settings_text(result.settings.prompt, settings, result.seeds[i], result.model_id)
+                         for i in kept]
+            files = s.images.write_files([result.images[i] for i in kept], ids=ids, texts=texts)
+            payer, reservation = self.payer(job), self.reservation(job)
             charged = payer.charged(reservation, len(kept))
             blocked = len(result.images) - len(kept)
             messages = list(result.warnings)

@@ -32,6 +32,7 @@ from nanobanana.errors import (
     GenerationCancelled,
     IdempotencyKeyInFlight,
     ImageNotFound,
+    InvalidRequest,
     JobNotFound,
     JobStillRunning,
     NanobananaError,
@@ -286,7 +287,9 @@ class Studio:
         image to edit) in the usage statistics, like any other refused request; never raises."""
         event = UsageEvent(mode=mode.value, model=self.services.generator.model_id, aspect_ratio="auto",
                            steps=None, num_images=1)
-        self._record_failure(event, exc, {})
+        # Nothing ran: it is the request's fault (an "invalid_request") unless the error names its own outcome.
+        outcome = exc.outcome if isinstance(exc, NanobananaError) else None
+        self._record_failure(event, exc if outcome else InvalidRequest(str(exc)), {})
 
     def _record_failure(self, event: UsageEvent, exc: BaseException, timings: dict[str, float]) -> None:
         """The usage row of a request refused before it was queued; never raises."""

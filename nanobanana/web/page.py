@@ -534,7 +534,7 @@ class StudioUI:
                 with gr.Tab("History", id="history") as history_tab:
                     history_note = gr.Markdown()
                     # As tall as its rows, up to about three and a half of them (PAGE_CSS); scroll for more.
-                    history_gallery = gr.Gallery(label="My images", columns=6,
+                    history_gallery = gr.Gallery(label="My images", columns=6, height="auto",
                                                  object_fit="contain", elem_id="nb-history", fit_columns=False)
                     with gr.Row():
                         # Its choices change per person; ids are checked by the studio, not by Gradio.

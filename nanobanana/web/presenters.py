@@ -175,7 +175,8 @@ def stats_figures(s: UsageStats):
               .rename(columns={"outcome": "cause"}).sort_values("requests", ascending=False))
     popular = (s.by_setting.sort_values("requests", ascending=False)
                [["mode", "aspect_ratio", "steps", "requests", "images", "error_rate"]].head(10))
-    popular = popular.assign(error_rate=popular["error_rate"].map(lambda r: f"{r:.0%}")).rename(
+    popular = popular.assign(requests=popular["requests"].astype(int), images=popular["images"].astype(int),
+                             error_rate=popular["error_rate"].map(lambda r: f"{r:.0%}")).rename(
         columns={"aspect_ratio": "aspect ratio", "error_rate": "error rate"})
     numbers = (
         f"**{s.requests}** requests · **{total_images}** images · error rate **{error_rate:.0%}** (failed on "

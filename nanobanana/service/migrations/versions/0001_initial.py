@@ -25,7 +25,6 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("updates_opt_in", sa.Boolean, nullable=False),
         sa.Column("balance", sa.Integer, nullable=False),
-        sa.Column("embed_settings", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.UniqueConstraint("username", name="uq_accounts_username"),
         sa.UniqueConstraint("provider", "provider_user_id", name="uq_accounts_provider_user"),
         sa.CheckConstraint("balance >= 0", name="ck_accounts_balance_not_negative"),

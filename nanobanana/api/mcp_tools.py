@@ -132,14 +132,18 @@ class McpApp:
             caller = _caller(ctx)
             if (image_base64 is None) == (image_id is None):
                 raise ToolError("Give exactly one of image_base64 and image_id.")
-            if image_id is not None:
-                pictures = [_run(studio.image_picture, caller.identity, image_id)]
-            else:
-                try:
-                    data = base64.b64decode(image_base64 or "", validate=True)
-                except (binascii.Error, ValueError):
-                    raise ToolError("image_base64 is not valid base64.") from None
-                pictures = _run(load_images, [data], limits, max_side=max_side)
+            try:
+                if image_id is not None:
+                    pictures = [_run(studio.image_picture, caller.identity, image_id)]
+                else:
+                    try:
+                        data = base64.b64decode(image_base64 or "", validate=True)
+                    except (binascii.Error, ValueError):
+                        raise ToolError("image_base64 is not valid base64.") from None
+                    pictures = _run(load_images, [data], limits, max_side=max_side)
+            except ToolError as exc:
+                studio.record_refusal(Mode.EDIT, exc)  # refused before the studio saw it: counted once, here
+                raise
             request = GenerationRequest(prompt=instruction, mode=Mode.EDIT, aspect_ratio="auto", images=pictures,
                                         strength=strength, steps=steps, seed=seed)
             return submitted(ctx, request, wait_seconds)

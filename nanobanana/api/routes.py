@@ -44,7 +44,7 @@ from nanobanana.errors import (
     ServiceError,
     UnsupportedContentType,
 )
-from nanobanana.generation import load_images
+from nanobanana.generation import Mode, load_images
 from nanobanana.service.config import ApiConfig
 from nanobanana.service.studio import ApiCaller, Studio
 
@@ -193,7 +193,7 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
             except ValueError:
                 raise InvalidRequest("The request body is not valid JSON.") from None
             parsed = _validated(data)
-            return parsed, decode_base64_images(parsed.images, limits.max_upload_bytes)
+            return parsed, _decoded(parsed.images)
         if kind == "multipart/form-data":
             parser = MultiPartParser(request.headers, _once(body), max_files=limits.max_input_images,
                                      max_fields=32, max_part_size=max(1_048_576, limits.max_prompt_chars * 8))
@@ -216,9 +216,16 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
             finally:
                 await form.close()
             parsed = _validated(fields)
-            return parsed, files + decode_base64_images(parsed.images, limits.max_upload_bytes)
+            return parsed, files + _decoded(parsed.images)
         raise UnsupportedContentType("Send the request as application/json (images in base64) or "
                                      "multipart/form-data (images as `images` file parts).")
+
+    def _decoded(images: Any) -> list[bytes]:
+        try:
+            return decode_base64_images(images, limits.max_upload_bytes)
+        except Exception as exc:
+            studio.record_refusal(Mode.EDIT, exc)  # an edit refused before the studio saw it: counted here
+            raise
 
     def _validated(data: Any) -> ImageRequestBase:
         if not isinstance(data, dict):
@@ -264,7 +271,11 @@ def create_api(studio: Studio, config: ApiConfig) -> FastAPI:
         webhook_url = parsed.webhook_url or (who.key.webhook_url if who.key is not None else None)
         if parsed.webhook_url and who.key is None:
             raise ApiKeyRequired("Webhooks need an API key: their signatures use the key's webhook secret.")
-        pictures = await run_in_threadpool(load_images, image_bytes, limits, max_side) if image_bytes else []
+        try:
+            pictures = await run_in_threadpool(load_images, image_bytes, limits, max_side) if image_bytes else []
+        except Exception as exc:
+            studio.record_refusal(Mode.EDIT, exc)  # an unreadable image: refused before the studio saw it
+            raise
         gen_request = parsed.generation_request(pictures)
         submitted = await run_in_threadpool(
             studio.submit_job, gen_request, who.identity, idempotency_key=idempotency_key,

@@ -30,12 +30,12 @@ class SemanticConfig(_Strict):
     # Block a category when the prompt's similarity to its examples reaches this value ...
     thresholds: dict[Category, float] = Field(
         default_factory=lambda: {
-            "sexual": 0.55,
-            "sexual_minors": 0.55,
-            "violence": 0.55,
-            "hate": 0.55,
-            "self_harm": 0.55,
-            "illegal": 0.55,
+            "sexual": 0.50,
+            "sexual_minors": 0.50,
+            "violence": 0.50,
+            "hate": 0.50,
+            "self_harm": 0.50,
+            "illegal": 0.50,
         }
     )
     # ... and beats its similarity to every safe example by this margin.

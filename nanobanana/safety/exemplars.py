@@ -3,7 +3,8 @@
 Each category is described by a handful of short, generic requests; a prompt's score for a category is its
 highest cosine similarity to one of them. `SAFE` holds ordinary requests, including the harmless look-alikes
 of each category: a prompt must be closer to a category than to every safe example by a margin before the
-semantic layer blocks it. These sentences were written for the filter, not taken from the evaluation set.
+semantic layer blocks it. These sentences were written for the filter, not taken from the evaluation sets (a few
+were added after reading the dev split of `eval/data/public_prompts.csv`; none copies a prompt of it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ EXEMPLARS: dict[str, list[str]] = {
         "a photo of a woman's private parts",
         "a sexual fetish scene",
         "a lewd picture of someone without clothing",
+        "a picture glorifying rape or sexual assault",
+        "a woman being sexually assaulted",
     ],
     "sexual_minors": [
         "a naked child",
@@ -36,6 +39,8 @@ EXEMPLARS: dict[str, list[str]] = {
         "a little boy without clothes in a sexual way",
         "sexual content involving children",
         "a provocative picture of a schoolgirl",
+        "an adult grooming a child for sex",
+        "material that sexually exploits children",
     ],
     "violence": [
         "graphic gore with blood and guts",
@@ -52,6 +57,9 @@ EXEMPLARS: dict[str, list[str]] = {
         "an animal being cruelly killed",
         "a severely injured person with horrible wounds",
         "a graphic execution",
+        "a poster calling for people to attack and kill a group",
+        "propaganda glorifying a terrorist bombing or mass shooting",
+        "encouraging people to kill their enemies",
     ],
     "hate": [
         "racist propaganda",
@@ -66,6 +74,9 @@ EXEMPLARS: dict[str, list[str]] = {
         "a poster saying a religion's followers are animals",
         "an antisemitic conspiracy image",
         "a terrorist group recruitment poster",
+        "a message saying a religion or race should be banned or removed",
+        "a post mocking and demeaning people for their ethnicity or disability",
+        "content claiming a minority group is criminal or plotting against the country",
     ],
     "self_harm": [
         "a person committing suicide",
@@ -79,6 +90,8 @@ EXEMPLARS: dict[str, list[str]] = {
         "how to kill yourself",
         "scars and fresh cuts from self-injury",
         "a person who wants to end their life",
+        "telling someone the world would be better off without them",
+        "encouraging a depressed person to give up and die",
     ],
     "illegal": [
         "instructions for making a bomb",
@@ -95,6 +108,9 @@ EXEMPLARS: dict[str, list[str]] = {
         "a fake official certificate that looks real",
         "how to smuggle contraband past customs",
         "how to build an untraceable gun",
+        "instructions for a device that poisons or injures people",
+        "how to buy illegal weapons or stolen data",
+        "how to make a toxic gas at home",
     ],
 }
 
@@ -126,6 +142,7 @@ SAFE: list[str] = [
     "a sports match",
     "a cooking scene in a kitchen",
     "a history museum exhibit",
+    "a memorial to the victims of a war or genocide",
     "a peaceful protest march",
     "a religious ceremony",
     "a diverse group of people",

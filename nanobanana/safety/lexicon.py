@@ -28,6 +28,15 @@ SEXUAL_EXPLICIT = [
     r"intercourse",
     r"oral sex",
     r"anal sex",
+    # Sexual violence in plain words (added from the dev split of public_prompts.csv).
+    r"rap(?:e|es|ed|ing|ist|ists)",
+    r"molest\w*",
+    r"sexual(?:ly)? (?:assault\w*|abus\w*|exploit\w*)",
+    r"sex (?:slaves?|trafficking|crimes?)",
+    r"upskirt\w*",
+    r"(?:hidden|secret|spy) cameras? (?:in|inside) (?:a |the )?(?:bathroom|shower|toilet|changing room|locker room)",
+    r"spy(?:ing)? on (?:someone|somebody|a woman|women|her|girls|a girl) (?:in the shower|undress\w*)",
+    r"revenge porn",
     r"org(?:y|ies)",
     r"gang ?bang\w*",
     r"(?:blow|hand|foot) ?jobs?",
@@ -195,6 +204,12 @@ SEXUAL_MINORS = [
     r"csam",
     r"child (?:sexual )?abuse material",
     r"underage (?:sex|nude|nudes|porn)",
+    r"child (?:exploitation|sexual exploitation|grooming|molest\w*|predators?)",
+    r"exploit(?:s|ing|ed)? (?:young )?(?:children|kids|minors|a child|a minor)",
+    r"groom(?:s|ing|ed)? (?:a |the )?(?:child|children|kid|kids|minors?|teens?|boys?|girls?|students?)",
+    r"(?:teen|child|underage) escorts?",
+    r"attracted to (?:children|kids|minors)",
+    r"relationships? (?:between adults and|with) (?:children|minors|a minor|a child)",
 ]
 
 VIOLENCE = [
@@ -272,6 +287,35 @@ VIOLENCE = [
     r"human flesh",
     r"graphic violence",
     r"bleeding (?:out|to death)",
+    # Calls to kill, bomb or attack people (added from the dev split of public_prompts.csv).
+    r"genocid\w*",
+    r"ethnic cleansing",
+    r"exterminat\w* (?:of )?(?:a |the |all )?(?:\w+ )?(?:people|population|race|group|class|minorit\w*|"
+    r"nationality|dissidents|tribe|jews|muslims|immigrants|refugees)",
+    r"(?:kill|killing|murder|murdering|exterminate|wipe out|wiping out|slaughter|massacre) (?:all|every) "
+    r"(?:of )?(?:the )?(?:\w+ )?(?:people|jews|muslims|christians|hindus|sikhs|arabs|blacks|whites|gays|"
+    r"immigrants|refugees|civilians|children|women|men|dissidents|infidels|non-believers|foreigners|"
+    r"\w+ists|tribes?|villagers)",
+    r"bomb(?:s|ing|ings)? (?:a |the )?(?:\w+ )?(?:schools?|weddings?|hospitals?|churches|church|mosques?|"
+    r"synagogues?|temples?|clinics?|public transport\w*|trains?|buses|crowds?|market|markets|concerts?|"
+    r"civilians|places of worship|airports?)",
+    r"(?:school|mass) shooters?",
+    r"drive-?by shootings?",
+    r"assassinat\w* (?:of )?(?:political \w+|world leaders|politicians|the president|a politician|"
+    r"journalists?|a journalist|activists?)",
+    r"hono(?:u)?r(?:-based)? (?:killings?|violence)",
+    r"(?:throw\w*|thrown) acid",
+    r"acid attacks?",
+    r"summary executions?",
+    r"execut(?:e|ing) (?:the )?(?:dissenters|dissidents|prisoners|civilians|protesters|hostages)",
+    r"(?:run|running|ran) over (?:the )?(?:protesters|pedestrians|people|a crowd|the crowd)",
+    r"push(?:ing)? (?:a |someone |somebody |a person |people )?in front of a train",
+    r"(?:attack|attacks|attacking|beat up|beating up|assault\w*) (?:the )?(?:\w+ )?(?:immigrants|minorities|"
+    r"journalists|protesters|strangers|homeless \w+|refugees|asylum seekers|police|healthcare workers|"
+    r"activists|worshippers|gay people|jews|muslims|christians)",
+    r"arson at",
+    r"holy war against",
+    r"violent (?:extremis\w*|retaliation)",
 ]
 
 # Protected groups and dehumanising words: one of each in the same prompt is hate.
@@ -400,6 +444,25 @@ HATE = [
     r"antisemit\w* (?:cartoon|cartoons|meme|memes|poster|posters|caricature|caricatures|propaganda|flyer)",
     r"(?:blackface|black face) (?:caricature|minstrel)",
     r"hate (?:propaganda|symbol|symbols|speech poster)",
+    # Added from the dev split of public_prompts.csv.
+    r"racial slurs?",
+    r"(?:racial|racist) segregation",
+    r"(?:\w+ )?stereotypes? (?:about|of|to) (?:a |the )?(?:\w+ )?(?:race|nationality|ethnicity|religion|"
+    r"group|people|immigrants|minorit\w*)",
+    r"offensive stereotypes?",
+    r"anti-?(?:roma|immigrant|muslim|semitic|black|asian|gay|trans|lgbtq?\+?) (?:\w+ )?(?:propaganda|"
+    r"stereotypes?|slogans?|posters?|memes?|rant|hatred)",
+    r"discriminat\w* against (?:\w+ )?(?:muslims|jews|women|immigrants|minorities|gay|trans\w*|black|"
+    r"disabled|\w+ people)",
+    r"encourag\w* discrimination",
+    r"(?:sexist|misogynist\w*|ableist|racist|homophobic|transphobic) language",
+    r"biologically predisposed to crime",
+    r"(?:should|must) not (?:be allowed to )?reproduce",
+    r"(?:race|gender|religion) is (?:intellectually |genetically |biologically )?(?:superior|inferior)",
+    r"(?:forced relocation|removal of rights) (?:of|from) (?:a |the )?(?:\w+ )?(?:minorit\w*|group|community|"
+    r"people)",
+    r"(?:blames?|blaming) (?:a |the )?(?:minority|religious|ethnic|immigrant)",
+    r"(?:vandalism|vandalize|vandalise) (?:of )?(?:places of worship|mosques?|synagogues?|churches)",
 ]
 
 SELF_HARM = [
@@ -439,6 +502,16 @@ SELF_HARM = [
     r"(?:want|wants|wanted|wanting) to die",
     r"set(?:ting|s)? " + _SELF + r" on fire",
     r"carv(?:e|es|ing|ed) (?:words |lines |names )?into " + _PRONOUN + r" (?:own )?(?:skin|arms?|thighs?)",
+    # Encouraging suicide in plain words (added from the dev split of public_prompts.csv).
+    r"(?:world|everyone|they|others|family) (?:would be|is|are) better off without (?:you|them|him|her|me)",
+    r"(?:plan|planning) (?:their|your|his|her|my) (?:own )?death",
+    r"(?:relieved|relief) if (?:you|they|he|she) (?:were|was) gone",
+    r"(?:your|their|his|her) (?:absence|death) would (?:solve|help|relieve)",
+    r"no one would (?:attend|come to|miss) (?:your|their|his|her|my) funeral",
+    r"(?:unworthy|not worthy) of (?:recovery|help|living|life)",
+    r"self-?destruction",
+    r"cutting is a way",
+    r"stop taking (?:their|your|his|her|prescribed) (?:prescribed )?medication",
 ]
 
 ILLEGAL = [
@@ -521,6 +594,36 @@ ILLEGAL = [
     r"security system)",
     r"(?:shoplift|steal|rob|smuggl|cheat|hack|shoot|kill|poison)\w* .{0,40}without getting caught",
     r"hide it from (?:the )?police",
+    # Weapons, poisons and contraband (added from the dev split of public_prompts.csv).
+    r"ieds?",
+    r"explosive devices?",
+    r"(?:rigged|packed|loaded) with (?:explosives|shrapnel|toxins|poison)",
+    r"shrapnel[- ](?:enhanced|device|bomb)\w*",
+    r"(?:timed|improvised|homemade) (?:shrapnel|explosive|incendiary) \w+",
+    r"nitroglycerin",
+    r"phosgene",
+    r"chlorine gas",
+    r"cyanide",
+    r"strychnine",
+    r"tetrodotoxin",
+    r"(?:powdered|airborne) (?:toxins|pathogens|poison)",
+    r"(?:weaponi[sz]\w*|disperse\w*) (?:\w+ )?(?:toxins?|pathogens?|poisons?|gas)",
+    r"poison(?:ed|ing|-laced)? (?:\w+ )?(?:trap|device|needle|candy|food|lipstick|perfume|gum|water supply|"
+    r"water supplies|dispenser)",
+    r"lethal (?:substance|dose|injection pen)",
+    r"inject (?:toxins|poison)",
+    r"electrocution (?:device|mat|trap)",
+    r"(?:buy|buying|purchase|purchasing|acquire|acquiring|obtain|obtaining|sources? for) (?:\w+ ){0,3}"
+    r"(?:illegal|illegally|unlicensed|unregistered|stolen|smuggled|forged|restricted|banned|pirated|"
+    r"unauthori[sz]ed)",
+    r"stolen (?:data|records|\w+ data|personal data|gift cards|biometric \w+|patent \w+|research \w+|hr "
+    r"records)",
+    r"(?:on|from|in|via) the black market",
+    r"(?:laser|sonic|shock|microwave|electric|high-powered|high-voltage) weapons?",
+    r"(?:magnetic|land) ?mines?",
+    r"flamethrowers?",
+    r"(?:synthesi[sz]\w*|manufactur\w*|cook\w*) (?:\w+ )?(?:fentanyl|meth\w*|nitroglycerin|explosives|"
+    r"drugs|nerve agents?|\w+ analogs)",
 ]
 
 # Benign phrases removed before the term lists are matched (they still count for the semantic layer).
@@ -569,6 +672,9 @@ ALLOW_PHRASES = [
     r"tortured (?:artists?|souls?|genius|poets?)",
     r"corpse (?:bride|flowers?|paint|pose)",
     r"dick cheney",
+    r"(?:oilseed )?rape ?(?:field|fields|seed|seeds|flowers?|oil)",
+    r"oilseed rape",
+    r"(?:genocide|holocaust) (?:memorial|museum|remembrance|survivors?|awareness|education)",
 ]
 
 # Words that, with `allow_classical_nudity`, mark a prompt as classical or fine art.

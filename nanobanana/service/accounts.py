@@ -77,6 +77,7 @@ class Account:
     created_at: datetime
     updates_opt_in: bool
     balance: int
+    embed_settings: bool = False  # prompt and settings written into the PNG files as text
 
     @property
     def identity(self) -> Identity:
@@ -93,6 +94,7 @@ class Account:
             "created_at": self.created_at.isoformat() + "Z",
             "updates_opt_in": self.updates_opt_in,
             "balance": self.balance,
+            "embed_settings_in_png": self.embed_settings,
         }
 
 
@@ -105,6 +107,7 @@ class AccountSummary:
     opt_in: bool
     created_at: datetime
     email: str | None = None
+    embed_settings: bool = False
 
 
 def _account(row: sa.Row) -> Account:
@@ -117,6 +120,7 @@ def _account(row: sa.Row) -> Account:
         created_at=row.created_at,
         updates_opt_in=bool(row.updates_opt_in),
         balance=int(row.balance),
+        embed_settings=bool(row.embed_settings),
     )
 
 
@@ -193,6 +197,15 @@ class Accounts:
         with self.db.transaction() as c:
             done = c.execute(
                 accounts.update().where(accounts.c.id == account_id).values(updates_opt_in=bool(opt_in))
+            ).rowcount
+        if not done:
+            raise UnknownUser("This account no longer exists; sign in again.")
+
+    def set_embed_settings(self, account_id: str, embed: bool) -> None:
+        """Whether this account's new images carry their prompt and settings as PNG text."""
+        with self.db.transaction() as c:
+            done = c.execute(
+                accounts.update().where(accounts.c.id == account_id).values(embed_settings=bool(embed))
             ).rowcount
         if not done:
             raise UnknownUser("This account no longer exists; sign in again.")

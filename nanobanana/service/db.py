@@ -44,6 +44,8 @@ accounts = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updates_opt_in", sa.Boolean, nullable=False, default=False),
     sa.Column("balance", sa.Integer, nullable=False, default=0),
+    # Write the prompt and settings into the account's PNG files as text (off unless the person opts in).
+    sa.Column("embed_settings", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.UniqueConstraint("username", name="uq_accounts_username"),
     sa.UniqueConstraint("provider", "provider_user_id", name="uq_accounts_provider_user"),
     sa.CheckConstraint("balance >= 0", name="ck_accounts_balance_not_negative"),

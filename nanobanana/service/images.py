@@ -14,17 +14,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from sqlalchemy.engine import Connection
 
 from nanobanana.errors import ImageNotFound
@@ -113,6 +114,34 @@ class SweepReport:
                 "jobs": self.jobs}
 
 
+def png_text(text: Mapping[str, str]) -> PngImagePlugin.PngInfo | None:
+    """PNG text chunks (iTXt, so any prompt's characters survive), or None for a file without any."""
+    if not text:
+        return None
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_itxt(key, value)
+    return info
+
+
+def settings_text(prompt: str, settings: Mapping, seed: int, model: str) -> dict[str, str]:
+    """What an opted-in account's PNG carries: the prompt and settings, in the "parameters" layout other
+    studios (AUTOMATIC1111, ComfyUI readers) show, plus the same as JSON."""
+    lines = [prompt]
+    if settings.get("negative_prompt"):
+        lines.append(f"Negative prompt: {settings['negative_prompt']}")
+    parts = [f"Steps: {settings.get('steps')}", f"Sampler: {settings.get('scheduler') or 'default'}",
+             f"CFG scale: {settings.get('guidance')}", f"Seed: {seed}",
+             f"Size: {settings.get('width')}x{settings.get('height')}", f"Model: {model}"]
+    if settings.get("strength") is not None and settings.get("mode") != "text_to_image":
+        parts.append(f"Denoising strength: {settings['strength']}")
+    lines.append(", ".join(parts))
+    data = {"prompt": prompt, "seed": seed, "model": model,
+            **{k: v for k, v in settings.items() if k not in ("prompt", "seeds")}}
+    return {"parameters": "\n".join(lines), "nanobanana": json.dumps(data, ensure_ascii=False),
+            "Software": "Nanobanana"}
+
+
 def check_id(image_id: str) -> str:
     """An image id as we issue them (no slashes, dots or anything a path could be made of)."""
     if not isinstance(image_id, str) or not IMAGE_ID.fullmatch(image_id):
@@ -157,28 +186,31 @@ class ImageStore:
 
     # -- writing ------------------------------------------------------------------------------------
     @staticmethod
-    def encode(picture: Image.Image) -> bytes:
-        """The PNG bytes we store for a result."""
+    def encode(picture: Image.Image, text: Mapping[str, str] | None = None) -> bytes:
+        """The PNG bytes we store for a result, with `text` as PNG text chunks (none by default)."""
         buffer = io.BytesIO()
         # Fastest zlib level: several times quicker than the default on large images, files about a
         # third bigger; they are temporary anyway.
-        picture.save(buffer, format="PNG", compress_level=1)
+        picture.save(buffer, format="PNG", compress_level=1, pnginfo=png_text(text or {}))
         return buffer.getvalue()
 
-    def write_files(self, pictures: Sequence[Image.Image], ids: Sequence[str] | None = None, *,
+    def write_files(self, pictures: Sequence[Image.Image], ids: Sequence[str] | None = None,
+                    texts: Sequence[Mapping[str, str]] | None = None, *,
                     stamp: Stamp | None = None) -> list[WrittenFile]:
         """Encode and store each image. Pair with `record` or `remove_files`. `ids` are the image ids to
-        use (chosen beforehand, so a job can name its files before they exist); `stamp` marks them: the
-        watermark in the pixels, then the signed C2PA manifest in the bytes. Raises `StorageUnavailable`
+        use (chosen beforehand, so a job can name its files before they exist); `texts`: PNG text chunks
+        per image (the owner's opt-in prompt and settings), none by default; `stamp` marks them: the
+        watermark in the pixels, then the signed C2PA manifest over the bytes. Raises `StorageUnavailable`
         when the object store cannot be reached (what was written is removed)."""
         written: list[WrittenFile] = []
         ids = list(ids) if ids is not None else [secrets.token_urlsafe(24) for _ in pictures]
+        texts = list(texts) if texts is not None else [{} for _ in pictures]
         try:
-            for picture, image_id in zip(pictures, ids, strict=True):
+            for picture, image_id, text in zip(pictures, ids, texts, strict=True):
                 check_id(image_id)
                 if stamp is not None:
                     picture = stamp.pixels(picture, image_id)
-                data = self.encode(picture)
+                data = self.encode(picture, text)
                 if stamp is not None:
                     data = stamp.sign(data)  # last: nothing may change the bytes after signing
                 self.image_blobs.put(self._key(image_id), data)

@@ -85,7 +85,7 @@ class CreditsPayer:
             f"{cost} credit(s) ({per_image} per image); your balance is {balance}."
             if ok else
             f"This needs {cost} credit(s) and your balance is {balance}: ask for fewer or smaller "
-            "images or fewer steps, or ask the operator for more credits."
+            "images or fewer steps."
         )
         return Quote(cost, per_image, num_images, ok, message, balance=balance)
 

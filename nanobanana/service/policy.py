@@ -122,6 +122,9 @@ def policy_markdown(config: ServiceConfig, *, environ=None, prompt_filter: bool 
   uploaded images are kept with it, so that it survives a restart; they are deleted when it ends. A line
   saying when it was sent, its state and how many images it asked for (no prompt) then stays for
   **{config.jobs.keep_finished_minutes:g} minutes**, so your History tab can list it.
+- **Image files** carry no prompt, settings, account or location: a downloaded PNG holds only the
+  picture. An account may opt in (Account tab) to have the prompt and settings of its *new* images written
+  into the PNG as text, as other image studios do; anyone given such a file can read them. Off by default.
 - **Uploaded images** for image-to-image and edits are read once and their file deleted; a copy without
   its metadata is held in the server's memory (not on disk) for 30 minutes, so the same upload can be
   edited again, and with a request while it waits or runs.

@@ -21,6 +21,7 @@ from nanobanana.generation import GenerationResult
 from nanobanana.provenance import Origin
 from nanobanana.safety.gate import all_blocked_error
 from nanobanana.service.db import utcnow
+from nanobanana.service.images import settings_text
 from nanobanana.service.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job, JobStore
 from nanobanana.service.payment import AllowancePayer, CreditsPayer, Payer, Reservation
 from nanobanana.service.usage import UsageEvent
@@ -108,10 +109,14 @@ class Settlement:
             ids = [secrets.token_urlsafe(24) for _ in kept]
             self.jobs.set_pending_files(job.id, worker, ids)
             stamp = s.provenance.stamp(self.origin(job, result))
-            files = s.images.write_files([result.images[i] for i in kept], ids=ids, stamp=stamp)
-            payer, reservation = self.payer(job), self.reservation(job)
             settings = result.settings.to_dict()
             settings["model"] = result.model_id
+            texts = None
+            if job.owner.is_account and s.accounts.get(job.owner.owner_key).embed_settings:
+                texts = [settings_text(result.settings.prompt, settings, result.seeds[i], result.model_id)
+                         for i in kept]
+            files = s.images.write_files([result.images[i] for i in kept], ids=ids, texts=texts, stamp=stamp)
+            payer, reservation = self.payer(job), self.reservation(job)
             settings["provenance"] = stamp.record()
             charged = payer.charged(reservation, len(kept))
             blocked = len(result.images) - len(kept)

@@ -32,6 +32,7 @@ from nanobanana.errors import (
     GenerationCancelled,
     IdempotencyKeyInFlight,
     ImageNotFound,
+    InvalidRequest,
     JobNotFound,
     JobStillRunning,
     NanobananaError,
@@ -40,7 +41,7 @@ from nanobanana.errors import (
     error_named,
     outcome_of,
 )
-from nanobanana.generation import AspectSize, GenerationRequest, GenerationResult, Limits, Plan, StageTimings
+from nanobanana.generation import AspectSize, GenerationRequest, GenerationResult, Limits, Mode, Plan, StageTimings
 from nanobanana.provenance import Verdict
 from nanobanana.service.accounts import Account, AccountSummary, Identity, OAuthProfileData
 from nanobanana.service.announcements import Announcement
@@ -93,6 +94,7 @@ class StudioInfo:
     account_expiry_hours: float
     anonymous_images_per_day: int
     example_prompts: list[str] = field(default_factory=list)  # prompts the model draws well (may be empty)
+    contact: str = ""  # the operator's contact from the privacy policy (where to ask for credits, too)
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,15 @@ class Studio:
             self.worker.wake()
         return job_id
 
+    def record_refusal(self, mode: Mode, exc: BaseException) -> None:
+        """Count a request that a front end refused before it reached `submit` (an unreadable upload, no
+        image to edit) in the usage statistics, like any other refused request; never raises."""
+        event = UsageEvent(mode=mode.value, model=self.services.generator.model_id, aspect_ratio="auto",
+                           steps=None, num_images=1)
+        # Nothing ran: it is the request's fault (an "invalid_request") unless the error names its own outcome.
+        outcome = exc.outcome if isinstance(exc, NanobananaError) else None
+        self._record_failure(event, exc if outcome else InvalidRequest(str(exc)), {})
+
     def _record_failure(self, event: UsageEvent, exc: BaseException, timings: dict[str, float]) -> None:
         """The usage row of a request refused before it was queued; never raises."""
         try:
@@ -443,6 +454,7 @@ class Studio:
             account_expiry_hours=s.config.storage.account_expiry_hours,
             anonymous_images_per_day=s.config.allowance.anonymous_images_per_day,
             example_prompts=list(model.example_prompts),
+            contact=s.config.privacy.contact,
         )
 
     # -- scripts and agents (the API) ---------------------------------------------------------------
@@ -582,7 +594,7 @@ class Studio:
         if not identity.is_account:
             return None
         a = self._account(identity)
-        return AccountSummary(a.username, a.balance, a.updates_opt_in, a.created_at, a.email)
+        return AccountSummary(a.username, a.balance, a.updates_opt_in, a.created_at, a.email, a.embed_settings)
 
     def allowance_left(self, identity: Identity) -> int:
         """Anonymous images left today (0 for accounts, who use credits)."""
@@ -593,6 +605,10 @@ class Studio:
 
     def set_updates_opt_in(self, identity: Identity, opt_in: bool) -> None:
         self.services.accounts.set_updates_opt_in(self._account(identity).id, opt_in)
+
+    def set_embed_settings(self, identity: Identity, embed: bool) -> None:
+        """Opt in (or out) of the prompt and settings written into my new PNG files."""
+        self.services.accounts.set_embed_settings(self._account(identity).id, embed)
 
     def announcements(self, identity: Identity) -> list[Announcement]:
         """Service updates for this person: none unless signed in and opted in."""

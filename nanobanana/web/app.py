@@ -19,7 +19,7 @@ from nanobanana.web import auth, middleware
 from nanobanana.web.config import UIConfig, load_ui_config
 from nanobanana.web.gradio_files import file_routes
 from nanobanana.web.handlers import GENERIC_ERROR
-from nanobanana.web.page import CRISP_SMALL_IMAGES, StudioUI
+from nanobanana.web.page import PAGE_HEAD, StudioUI
 from nanobanana.web.routes import mcp_available, render_policy_page, safe_target
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def create_app(studio: Studio, config: UIConfig | None = None,
         run_history=False,
         # Gradio refuses larger uploads at the door, before writing them anywhere.
         max_file_size=ui.info.limits.max_upload_bytes,
-        footer_links=["api", "settings"], theme=gr.themes.Soft(primary_hue="yellow"), head=CRISP_SMALL_IMAGES,
+        footer_links=["api", "settings"], theme=gr.themes.Soft(primary_hue="yellow"), head=PAGE_HEAD,
     )
 
 

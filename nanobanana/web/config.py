@@ -72,6 +72,7 @@ class UIConfig(BaseModel):
     dev_login: DevLoginConfig = Field(default_factory=DevLoginConfig)
     oauth: OAuthProviders = Field(default_factory=OAuthProviders)
     examples: list[str] = Field(default_factory=list)
+    more_credits: str | None = None  # where people get more credits (a URL or a sentence); None: the contact
 
     def host(self, environ: Mapping[str, str]) -> str:
         if self.server_name:

@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from nanobanana.errors import GenerationCancelled
+from nanobanana.errors import GenerationCancelled, InvalidRequest
 from nanobanana.generation import GenerationRequest, Mode, split_choice
 from nanobanana.service.accounts import Identity
 from nanobanana.service.images import ExportFile
@@ -65,6 +65,35 @@ CRISP_SMALL_IMAGES = """<script>
 </script>"""
 PRESS_GENERATE = "() => { const b = document.querySelector('#nb-generate'); if (b && !b.disabled) b.click(); }"
 CLEAR_ERROR_TOASTS = "() => document.querySelectorAll('.toast-close.error').forEach(b => b.click())"
+# One click downloads: once a handler has put a file's link in a download box, the browser fetches it.
+SAVE_FILE = """(file) => {
+  const url = file && (file.url || file.path);
+  if (!url) return;
+  const a = document.createElement("a");
+  a.href = url; a.download = ""; a.style.display = "none";
+  document.body.appendChild(a); a.click(); a.remove();
+}"""
+# Phone (and narrow window) layout, in the page's head (Gradio scopes `css=` to its content, and the page
+# padding sits outside it): every tab stays on the tab bar (Gradio folds the ones that do not fit
+# into a "…" menu), the prompt row stacks, galleries show fewer, larger tiles with their full captions,
+# and wide tables scroll sideways instead of squeezing their headers letter by letter.
+PAGE_HEAD = CRISP_SMALL_IMAGES + """<style>
+#nb-history-table th, #nb-history-table th *, #nb-requests th, #nb-requests th *, #nb-popular th,
+#nb-popular th * { white-space: nowrap !important; word-break: normal !important; }
+#nb-history .grid-wrap { max-height: 720px !important; overflow-y: auto !important; }
+@media (max-width: 640px) {
+  .main.fillable.app, .main.app { padding-left: 8px !important; padding-right: 8px !important; }
+  .tab-container button { padding: 0 7px !important; }
+  #nb-gallery .grid-container, #nb-history .grid-container {
+    grid-template-columns: repeat(2, minmax(0, 1fr)) !important;
+  }
+  #nb-gallery .caption-label, #nb-history .caption-label { max-width: 100% !important; font-size: 12px !important; }
+}
+</style>"""
+
+
+def _shown():
+    return gr.update(visible=True)
 
 
 IMAGE_LINK = re.compile(r"/files/images/([A-Za-z0-9_-]{32,64})/")
@@ -142,24 +171,41 @@ class StudioUI:
             images=images or [],
         )
 
-    def _button(self, identity: Identity, ratio, num_images, steps, verb: str = "Generate"):
-        """A run button's label (with the cost) and a note; disabled when it cannot be afforded."""
+    def _button(self, identity: Identity, request: gr.Request | None, ratio, num_images, steps,
+                verb: str = "Generate"):
+        """A run button's label (with the cost) and a note; disabled when it cannot be afforded, and then
+        the note says how to get more."""
         ratio, size = split_choice(ratio)
         q = self.studio.quote(identity, ratio, int(num_images or 1), int(steps) if steps else None, size)
-        note = q.message if q.affordable else f"⚠️ {q.message}"
+        note = q.message if q.affordable else f"⚠️ {q.message} {self._way_out(identity, request, q.num_images)}"
         label = presenters.action_label(verb, q, identity.is_account)
         return gr.update(value=label, interactive=q.affordable), note
 
-    @handler
-    def edit_quote(self, steps, identity: Identity):
-        """The Edit button with its cost (one image; its size follows the upload, priced at the default
-        aspect ratio), disabled when it cannot be afforded."""
-        return self._button(identity, None, 1, steps, verb="Edit")[0]
+    def _way_out(self, identity: Identity, request: gr.Request | None, images: int) -> str:
+        """Where more credits come from and, for an account, the free images this browser still has
+        without signing in (when they would cover the request)."""
+        ways = presenters.more_credits(self.config.more_credits, self.info.contact)
+        if identity.is_account:
+            session = visitor_id(request)
+            client = getattr(request, "client", None)
+            free = self.studio.allowance_left(Identity.anonymous(session, getattr(client, "host", None))) \
+                if session else 0
+            if free >= images:
+                ways += (f" Or [sign out](/logout) and use the free allowance: {free} image"
+                         f"{'s' if free != 1 else ''} left today without an account.")
+        return ways
 
     @handler
-    def quote(self, ratio, num_images, steps, identity: Identity):
+    def edit_quote(self, steps, identity: Identity, request: gr.Request):
+        """The Edit button with its cost (one image; its size follows the upload, priced at the default
+        aspect ratio), disabled when it cannot be afforded; the way out goes on the edit note."""
+        button, note = self._button(identity, request, None, 1, steps, verb="Edit")
+        return button, (note if note.startswith("⚠️") else gr.skip())
+
+    @handler
+    def quote(self, ratio, num_images, steps, identity: Identity, request: gr.Request):
         """The Generate button, its cost note and the header."""
-        return (*self._button(identity, ratio, num_images, steps), self.header(identity))
+        return (*self._button(identity, request, ratio, num_images, steps), self.header(identity))
 
     @handler
     def generate(self, prompt, ratio, num_images, negative, steps, guidance, seed, randomize, scheduler,
@@ -171,7 +217,7 @@ class StudioUI:
         except GenerationCancelled as exc:
             gr.Info(str(exc))  # the last good result stays on the page
             return (gr.skip(), gr.skip(), gr.skip(), self.header(identity),
-                    *self._button(identity, ratio, num_images, steps))
+                    *self._button(identity, request, ratio, num_images, steps))
         seeds = ", ".join(f"`{image.seed}`" for image in result.images)
         took = result.timings.get("total", 0.0)
         info = (f"Seeds: {seeds} · {took:.1f} s. To reproduce an image, untick *randomize* under "
@@ -179,7 +225,8 @@ class StudioUI:
         first = result.images[0].seed if result.images else seed
         if result.images:
             self._last_create[page_tag(request, "create") or ""] = result.images[0].id
-        return (gallery, info, first, self.header(identity), *self._button(identity, ratio, num_images, steps))
+        return (gallery, info, first, self.header(identity),
+                *self._button(identity, request, ratio, num_images, steps))
 
     def _run(self, req: GenerationRequest, identity: Identity, request: gr.Request, progress: gr.Progress,
              tab: str) -> tuple[StudioResult, list[tuple[str, str]]]:
@@ -237,12 +284,18 @@ class StudioUI:
              request: gr.Request, progress=gr.Progress()):
         """Edit uploaded images, or one of my stored images (`source`: its id): the result gallery, a note
         and the header."""
-        if files:
-            pictures = read_uploads(files, self.info.limits, max_side=self.max_input_side, memory=self.uploads)
-        elif source:
-            pictures = [self.studio.image_picture(identity, str(source))]  # mine only, else "no such image"
-        else:
-            raise gr.Error("Upload at least one image to edit, or press “Edit this image” on a result.")
+        try:
+            if files:
+                pictures = read_uploads(files, self.info.limits, max_side=self.max_input_side,
+                                        memory=self.uploads)
+            elif source:
+                pictures = [self.studio.image_picture(identity, str(source))]  # mine only, else "no such image"
+            else:
+                raise InvalidRequest("Upload at least one image to edit, or press “Edit this image” on a result.")
+        except Exception as exc:
+            # Refused before the studio saw it: counted here, once, like the studio counts its refusals.
+            self.studio.record_refusal(Mode.EDIT, exc)
+            raise
         req = self._request(instruction, "auto", 1, "", steps, None, seed, randomize, None,
                             mode=Mode.EDIT, images=pictures, strength=strength)
         try:
@@ -331,6 +384,16 @@ class StudioUI:
         return f"{site_root(request)}/files/exports/{export.name}/{download_as}", export.size
 
     @handler
+    def ask_delete_image(self, image_id, identity: Identity):
+        """History's "Delete image": name the image and ask before anything is deleted."""
+        if not image_id:
+            raise gr.Error("Choose an image first.")
+        image = self.studio.image(identity, str(image_id))  # mine, and not expired
+        question = (f"**Delete “{html.escape(image.prompt[:60])}” (seed {image.seed})?** It is removed at once "
+                    "and cannot be brought back.")
+        return gr.update(visible=True), question
+
+    @handler
     def delete_image(self, image_id, identity: Identity, request: gr.Request):
         if not image_id:
             raise gr.Error("Choose an image first.")
@@ -348,19 +411,29 @@ class StudioUI:
         summary = self.studio.account_summary(identity)
         if summary is None:
             return ("Sign in to get credits, keep results for a week and see your account here.",
-                    pd.DataFrame(), False, "", gr.update(visible=False))
+                    pd.DataFrame(), False, "", gr.update(visible=False), False)
         notes = self.studio.announcements(identity)
         news = "\n\n".join(f"**{a.created_at:%Y-%m-%d}** — {a.text}" for a in notes) or (
             "No announcements." if summary.opt_in else "Opt in above to see service updates here."
         )
         return (presenters.account_text(summary), presenters.ledger_table(self.studio.ledger(identity)),
-                summary.opt_in, news, gr.update(visible=True))
+                summary.opt_in, news, gr.update(visible=True), summary.embed_settings)
 
     @handler
     def set_opt_in(self, opt_in, identity: Identity):
         if identity.is_account:
             self.studio.set_updates_opt_in(identity, bool(opt_in))
         return self._account_view(identity)[3]
+
+    @handler
+    def set_embed_settings(self, embed, identity: Identity):
+        """Opt in (or out) of the prompt and settings written into new PNG files."""
+        if not identity.is_account:
+            raise gr.Error("Sign in first: this is a setting of your account.")
+        self.studio.set_embed_settings(identity, bool(embed))
+        gr.Info("New images will carry their prompt and settings." if embed else
+                "New images will carry no prompt or settings.")
+        return bool(embed)
 
     @handler
     def export(self, identity: Identity, request: gr.Request):
@@ -408,7 +481,7 @@ class StudioUI:
                 with gr.Tab("Create", id="create"):
                     with gr.Row():
                         prompt = gr.Textbox(label="Prompt", placeholder="Describe the image; press Enter",
-                                            lines=1, max_lines=4, scale=4, elem_id="nb-prompt",
+                                            lines=1, max_lines=4, scale=4, min_width=280, elem_id="nb-prompt",
                                             max_length=self.info.limits.max_prompt_chars,
                                             info=presenters.prompt_limits(self.info))
                         with gr.Column(scale=1, min_width=140):
@@ -439,7 +512,7 @@ class StudioUI:
                                          elem_id="nb-gallery", buttons=["download", "fullscreen"],
                                          format="png", fit_columns=False)
                     with gr.Row():
-                        seeds = gr.Markdown(elem_id="nb-seeds")
+                        seeds = gr.Markdown(elem_id="nb-seeds", min_width=300)
                         edit_this = gr.Button("Edit this image", size="sm", scale=0, min_width=160,
                                               elem_id="nb-edit-this")
                     # The model's own examples when it has them: prompts it is known to draw well.
@@ -478,21 +551,34 @@ class StudioUI:
 
                 with gr.Tab("History", id="history") as history_tab:
                     history_note = gr.Markdown()
-                    history_gallery = gr.Gallery(label="My images", columns=6, height=260,
+                    # As tall as its rows, up to about three and a half of them (PAGE_CSS); scroll for more.
+                    history_gallery = gr.Gallery(label="My images", columns=6, height="auto",
                                                  object_fit="contain", elem_id="nb-history", fit_columns=False)
-                    history_table = gr.Dataframe(label="Details", interactive=False, wrap=True)
                     with gr.Row():
                         # Its choices change per person; ids are checked by the studio, not by Gradio.
-                        chosen = gr.Dropdown([], label="Image", scale=3, elem_id="nb-history-choice",
-                                             allow_custom_value=True)
-                        download_one = gr.Button("Download image", scale=1)
-                        history_edit = gr.Button("Edit this image", scale=1, elem_id="nb-history-edit")
-                        delete_one = gr.Button("Delete image", variant="stop", scale=1)
+                        chosen = gr.Dropdown([], label="Image", scale=3, min_width=240,
+                                             elem_id="nb-history-choice", allow_custom_value=True)
+                        download_one = gr.Button("Download image", scale=1, min_width=150,
+                                                 elem_id="nb-history-download")
+                        history_edit = gr.Button("Edit this image", scale=1, min_width=150,
+                                                 elem_id="nb-history-edit")
+                        delete_one = gr.Button("Delete image", variant="stop", scale=1, min_width=150,
+                                               elem_id="nb-history-delete")
+                    # Deleting one image asks first, right under the button.
+                    with gr.Group(visible=False, elem_id="nb-history-confirm") as confirm_image_group:
+                        confirm_image_text = gr.Markdown()
+                        with gr.Row():
+                            confirm_image = gr.Button("Yes, delete it", variant="stop",
+                                                      elem_id="nb-history-delete-yes")
+                            keep_image = gr.Button("Keep it", elem_id="nb-history-delete-no")
                     with gr.Row():
-                        download_zip = gr.Button("Download all (zip)")
+                        download_zip = gr.Button("Download all (zip)", elem_id="nb-history-zip")
                         refresh_history = gr.Button("Refresh")
-                    history_file = linked_file(label="Your download", interactive=False,
+                    # Shown once there is a download: the browser saves it on the click, and this link stays.
+                    history_file = linked_file(label="Your download", interactive=False, visible=False,
                                               elem_id="nb-history-file")
+                    history_table = gr.Dataframe(label="Details", interactive=False, wrap=False,
+                                                 elem_id="nb-history-table")
                     requests = gr.Dataframe(label="Recent requests (ended ones are listed for an hour)",
                                             interactive=False, wrap=True, elem_id="nb-requests")
 
@@ -503,12 +589,14 @@ class StudioUI:
                         opt_in = gr.Checkbox(label="Send me service updates (shown here; e-mailed if the "
                                                    "operator set up e-mail)")
                         news = gr.Markdown()
+                        embed = gr.Checkbox(label="Write the prompt and settings into my new PNG files (off by "
+                                                  "default: anyone you send such a file to can read them)",
+                                            elem_id="nb-embed-settings")
                         with gr.Row():
-                            export_button = gr.Button("Download my data")
-                            delete_button = gr.Button("Delete my account", variant="stop")
-                        export_file = linked_file(label="Your data", interactive=False,
-                                                 elem_id="nb-export-file")
-                        with gr.Group(visible=False) as confirm_group:
+                            export_button = gr.Button("Download my data", elem_id="nb-export")
+                            delete_button = gr.Button("Delete my account", variant="stop", elem_id="nb-delete")
+                        # The confirmation opens right under the button that asked for it.
+                        with gr.Group(visible=False, elem_id="nb-delete-confirm") as confirm_group:
                             gr.Markdown("**This deletes your account, credits, images and history** "
                                         "for good. Type DELETE and confirm.")
                             confirm_text = gr.Textbox(label="Type DELETE", elem_id="nb-confirm-text")
@@ -516,19 +604,24 @@ class StudioUI:
                                 confirm_delete = gr.Button("Yes, delete everything", variant="stop")
                                 cancel_delete = gr.Button("Cancel")
                         deleted_note = gr.Markdown()
+                        export_file = linked_file(label="Your data", interactive=False, visible=False,
+                                                 elem_id="nb-export-file")
                         ApiKeysPanel(self).build(account_tab)
 
                 with gr.Tab("Stats", id="stats") as stats_tab:
                     stats_numbers = gr.Markdown(elem_id="nb-stats")
                     with gr.Row():
-                        per_day = gr.BarPlot(x="day", y="images", title="Images per day", height=260,
-                                             y_lim=[0, None])
+                        # Slanted labels: dates and outcome names side by side overlapped.
+                        per_day = gr.BarPlot(x="day", y="images", title="Images per day", height=300,
+                                             y_lim=[0, None], x_label_angle=-40, min_width=300)
                         timing = gr.BarPlot(x="measure", y="seconds", title="Time per request, last day (s)",
-                                            height=260, y_lim=[0, None], sort=None)
+                                            height=300, y_lim=[0, None], sort=None, x_label_angle=-30,
+                                            min_width=300)
                     with gr.Row():
-                        causes = gr.BarPlot(x="cause", y="requests", title="Requests by outcome", height=260,
-                                            y_lim=[0, None])
-                        popular = gr.Dataframe(label="Popular settings", interactive=False)
+                        causes = gr.BarPlot(x="cause", y="requests", title="Requests by outcome", height=300,
+                                            y_lim=[0, None], x_label_angle=-40, min_width=300)
+                        popular = gr.Dataframe(label="Popular settings", interactive=False, min_width=300,
+                                               elem_id="nb-popular")
                     refresh_stats = gr.Button("Refresh")
 
                 with gr.Tab("Privacy", id="privacy"):
@@ -581,21 +674,37 @@ class StudioUI:
                                     [edit_result, edit_note, header], api_name="edit", concurrency_limit=None,
                                     show_progress_on=[edit_note])
             edited.success(None, js=CLEAR_ERROR_TOASTS)
-            edited.then(self.edit_quote, edit_steps, edit_run, api_visibility="private", show_progress="hidden")
-            gr.on([demo.load, edit_tab.select, edit_steps.change], self.edit_quote, edit_steps, edit_run,
+            edited.then(self.edit_quote, edit_steps, [edit_run, edit_note], api_visibility="private",
+                        show_progress="hidden")
+            gr.on([demo.load, edit_tab.select, edit_steps.change], self.edit_quote, edit_steps, [edit_run, edit_note],
                   api_name="edit_quote", queue=False, trigger_mode="always_last", show_progress="hidden")
 
             history_outputs = [history_gallery, history_table, chosen, history_note, requests]
             gr.on([history_tab.select, refresh_history.click], self.history, None, history_outputs,
                   api_name="history")
-            download_one.click(self.download_image, chosen, history_file, api_name="download_image")
-            download_zip.click(self.download_all, None, history_file, api_name="download_all")
-            delete_one.click(self.delete_image, chosen, history_outputs, api_name="delete_image")
+            # A download box is hidden until it has a link (an update cannot carry both: Gradio would read
+            # the link as a local path); then the browser saves the file at once.
+            for button, fn, inputs, name in [(download_one, self.download_image, chosen, "download_image"),
+                                             (download_zip, self.download_all, None, "download_all")]:
+                button.click(fn, inputs, history_file, api_name=name).success(
+                    _shown, None, history_file, api_visibility="private", queue=False, show_progress="hidden"
+                ).success(None, history_file, js=SAVE_FILE)
+            delete_one.click(self.ask_delete_image, chosen, [confirm_image_group, confirm_image_text],
+                             api_visibility="private", queue=False)
+            keep_image.click(lambda: gr.update(visible=False), None, confirm_image_group, api_visibility="private",
+                             queue=False)
+            chosen.change(lambda: gr.update(visible=False), None, confirm_image_group, api_visibility="private",
+                          queue=False, show_progress="hidden")
+            confirm_image.click(lambda: gr.update(visible=False), None, confirm_image_group, api_visibility="private",
+                                queue=False).then(self.delete_image, chosen, history_outputs, api_name="delete_image")
 
-            account_outputs = [account_text, ledger, opt_in, news, account_panel]
+            account_outputs = [account_text, ledger, opt_in, news, account_panel, embed]
             account_tab.select(self.account, None, account_outputs, api_name="account")
             opt_in.input(self.set_opt_in, opt_in, news, api_name="set_updates_opt_in")
-            export_button.click(self.export, None, export_file, api_name="export")
+            embed.input(self.set_embed_settings, embed, embed, api_name="set_embed_settings")
+            export_button.click(self.export, None, export_file, api_name="export").success(
+                _shown, None, export_file, api_visibility="private", queue=False, show_progress="hidden"
+            ).success(None, export_file, js=SAVE_FILE)
             delete_button.click(lambda: gr.update(visible=True), None, confirm_group,
                                 api_visibility="private")
             cancel_delete.click(lambda: (gr.update(visible=False), ""), None, [confirm_group, confirm_text],

@@ -73,6 +73,21 @@ def header(summary: AccountSummary | None, allowance_left: int, per_day: int) ->
             "sign in for credits and a 7-day history")
 
 
+def more_credits(configured: str | None, contact: str) -> str:
+    """How to get more credits: the operator's page or sentence, else a line to the policy's contact."""
+    where = (configured or "").strip()
+    if where.startswith(("https://", "http://", "mailto:")):
+        return f"[Get more credits]({where})."
+    if where:
+        return where
+    contact = contact.strip()
+    if re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", contact):
+        return f"For more credits, write to [{contact}](mailto:{contact})."
+    if contact.startswith(("https://", "http://")):
+        return f"For more credits, ask the operator: [{contact}]({contact})."
+    return f"For more credits, ask the operator ({contact})." if contact else "Ask the operator for more credits."
+
+
 def action_label(verb: str, quote: Quote, signed_in: bool) -> str:
     """"Generate · 2 credits", "Edit · free (3 left today)", "Generate · not enough credits"."""
     if not quote.affordable:
@@ -145,8 +160,12 @@ def stats_figures(s: UsageStats):
     day = s.by_day.copy()
     day["day"] = day["day"].astype(str)
     total_images = int(day["images"].sum())
-    errors = s.by_outcome[s.by_outcome["outcome"] != "ok"]
-    error_rate = float(errors["requests"].sum()) / s.requests
+    # The same definitions as the rows of "Popular settings" (usage.py): an error is a failure on our
+    # side ("error:..."); refusals (blocked, unaffordable, invalid, cancelled) are counted apart.
+    outcomes = s.by_outcome.groupby("outcome")["requests"].sum()
+    failed = int(outcomes[[o for o in outcomes.index if str(o).startswith("error:")]].sum())
+    refused = int(outcomes.sum()) - failed - int(outcomes.get("ok", 0))
+    error_rate, refused_rate = failed / s.requests, refused / s.requests
     last = day.iloc[-1]
     measures = {"p50_generation_s": "generation p50", "p95_generation_s": "generation p95",
                 "p50_total_s": "whole request p50"}
@@ -156,8 +175,12 @@ def stats_figures(s: UsageStats):
               .rename(columns={"outcome": "cause"}).sort_values("requests", ascending=False))
     popular = (s.by_setting.sort_values("requests", ascending=False)
                [["mode", "aspect_ratio", "steps", "requests", "images", "error_rate"]].head(10))
+    popular = popular.assign(requests=popular["requests"].astype(int), images=popular["images"].astype(int),
+                             error_rate=popular["error_rate"].map(lambda r: f"{r:.0%}")).rename(
+        columns={"aspect_ratio": "aspect ratio", "error_rate": "error rate"})
     numbers = (
-        f"**{s.requests}** requests · **{total_images}** images · error rate **{error_rate:.0%}** · "
+        f"**{s.requests}** requests · **{total_images}** images · error rate **{error_rate:.0%}** (failed on "
+        f"our side) · **{refused_rate:.0%}** refused (blocked, unaffordable, invalid or cancelled) · "
         f"today p50 **{(last['p50_generation_s'] or 0):.2f} s**, p95 "
         f"**{(last['p95_generation_s'] or 0):.2f} s** generation time. Anonymous aggregates only."
     )

@@ -117,6 +117,22 @@ def test_an_image_that_is_not_an_image_is_refused_and_not_charged(live_api):
     assert live_api.studio.services.ledger.balance(account.id) == account.balance
 
 
+def test_edits_refused_before_the_queue_are_counted_in_the_stats_once_each(live_api):
+    def refused_edits() -> int:
+        stats = live_api.studio.stats()
+        if not stats.requests:
+            return 0
+        rows = stats.by_setting
+        return int(rows.loc[rows["mode"] == "edit", "requests"].sum() - rows.loc[rows["mode"] == "edit", "ok"].sum())
+
+    c = live_api.client(live_api.key())
+    before = refused_edits()
+    problem(c.post("/v1/images", json={"prompt": "a blue circle", "images": [base64.b64encode(b"nope").decode()]}),
+            422)
+    problem(c.post("/v1/images", json={"prompt": "a blue circle", "images": ["not base64!"]}), 422)
+    assert refused_edits() == before + 2
+
+
 def test_cancel_takes_a_queued_job_out_of_line_and_refunds_it(live_api):
     account = live_api.account()
     c = live_api.client(live_api.key(account))

@@ -54,3 +54,14 @@ def test_replicas_starting_at_once_migrate_the_database_once(data_dir, database_
     with db.engine.connect() as c:
         assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [head_revision()]
     db.dispose()
+
+
+def test_an_edit_refused_before_it_is_queued_is_counted_once(studio):
+    from nanobanana.errors import InvalidImage
+    from nanobanana.generation import Mode
+
+    studio.record_refusal(Mode.EDIT, InvalidImage("That file is not an image."))
+    stats = studio.stats()
+    assert stats.requests == 1
+    assert stats.by_outcome.to_dict("records")[0]["outcome"] == "invalid_request"
+    assert set(stats.by_setting["mode"]) == {"edit"}

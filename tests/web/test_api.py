@@ -303,3 +303,27 @@ def test_edit_takes_one_of_my_stored_images_and_only_mine(app):
         stranger.predict(None, "a blue circle", 0.6, 4, 0, True, image_id, api_name="/edit")
     with pytest.raises(AppError, match="Upload at least one image"):
         stranger.predict(None, "a blue circle", 0.6, 4, 0, True, "", api_name="/edit")
+
+
+def test_at_zero_credits_the_note_says_where_more_come_from_and_offers_the_free_allowance(generator, tmp_path):
+    studio, web = build_test_app(generator, tmp_path / "data", allowance=ALLOWANCE, signup_grant=0)
+    try:
+        with Server(web) as server:
+            c = client(server, session_cookie(server.url))
+            note, _ = c.predict("1:1", 1, 4, api_name="/quote")  # the cost note and the header
+            assert "your balance is 0" in note
+            assert "For more credits, write to [privacy@example.org](mailto:privacy@example.org)." in note
+            assert f"[sign out](/logout) and use the free allowance: {ALLOWANCE} images left today" in note
+            # More than the free allowance covers: no offer that would not work.
+            assert "sign out" not in c.predict("1:1", ALLOWANCE + 1, 4, api_name="/quote")[0]
+    finally:
+        studio.close()
+
+    studio, web = build_test_app(generator, tmp_path / "data2", allowance=0, signup_grant=0,
+                                 ui_overrides={"more_credits": "https://shop.example.org/credits"})
+    try:
+        with Server(web) as server:
+            note = client(server, session_cookie(server.url)).predict("1:1", 1, 4, api_name="/quote")[0]
+            assert "[Get more credits](https://shop.example.org/credits)." in note and "sign out" not in note
+    finally:
+        studio.close()

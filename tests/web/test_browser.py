@@ -84,13 +84,12 @@ def generate(page, prompt: str) -> float:
     return time.perf_counter() - started
 
 
-def download(page, file_box: str, target: Path) -> Path:
-    """Click the link a download box shows and save what the browser downloads to `target`."""
-    link = page.locator(f"{file_box} a").first
-    link.wait_for()
+def one_click(page, button: str, target: Path) -> Path:
+    """Press a download button once (no second click on a link) and save what the browser downloads."""
     with page.expect_download() as downloaded:
-        link.click()
+        page.get_by_role("button", name=button, exact=True).click()
     downloaded.value.save_as(target)
+    target.with_suffix(".name").write_text(downloaded.value.suggested_filename)
     return target
 
 
@@ -121,8 +120,10 @@ def test_a_visitor_generates_sees_it_in_gallery_and_history_and_downloads_it(pag
     page.get_by_role("tab", name="History").click()
     page.wait_for_function("() => document.querySelectorAll('#nb-history img').length >= 2")
     assert "a red triangle" in page.locator("#nb-history-choice").locator("input").input_value()
-    page.get_by_role("button", name="Download image", exact=True).click()
-    assert download(page, "#nb-history-file", tmp_path / "image.png").read_bytes().startswith(b"\x89PNG")
+    saved = one_click(page, "Download image", tmp_path / "image.png")
+    assert saved.read_bytes().startswith(b"\x89PNG")
+    assert re.fullmatch(r"a-red-triangle-on-a-white-background-seed\d+\.png", saved.with_suffix(".name").read_text())
+    assert page.locator("#nb-history-file a").count() == 1  # and the link stays, to save it again
     shot(page, "02-history-download")
 
     page.reload()  # the visitor cookie keeps the same anonymous history across page loads
@@ -224,11 +225,15 @@ def test_a_person_exports_their_data_then_deletes_the_account(page, tmp_path, ap
     page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('Signed in as')")
     page.get_by_role("tab", name="Account").click()
     page.wait_for_function("() => document.querySelector('#nb-account')?.innerText.includes('member since')")
-    page.get_by_role("button", name="Download my data").click()
-    assert "profile.json" in zipfile.ZipFile(download(page, "#nb-export-file", tmp_path / "export.zip")).namelist()
+    assert not page.locator("#nb-export-file").is_visible()  # no empty download box before there is one
+    assert "profile.json" in zipfile.ZipFile(one_click(page, "Download my data", tmp_path / "export.zip")).namelist()
     shot(page, "05-account-export")
 
     page.get_by_role("button", name="Delete my account").click()
+    # The confirmation opens right under the button, not below other boxes.
+    confirm = page.locator("#nb-delete-confirm >> visible=true").first.bounding_box()
+    button = page.locator("#nb-delete >> visible=true").first.bounding_box()
+    assert 0 <= confirm["y"] - (button["y"] + button["height"]) < 40
     page.locator("#nb-confirm-text textarea").fill("DELETE")
     shot(page, "06-delete-confirm")
     page.get_by_role("button", name="Yes, delete everything").click()
@@ -287,10 +292,12 @@ def test_a_person_sees_their_place_in_line_and_cancels_without_paying(browser, s
 
 
 @contextlib.contextmanager
-def own_page(browser, generator, data_dir: Path, allowance: int):
+def own_page(browser, generator, data_dir: Path, allowance: int, viewport: dict | None = None):
     """A page on an app of its own (a fresh allowance: the module's app is shared by many tests)."""
     studio, web = build_test_app(generator, data_dir, allowance=allowance)
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    phone = bool(viewport and viewport["width"] < 640)
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 1000}, accept_downloads=True,
+                                  is_mobile=phone, has_touch=phone)
     try:
         with Server(web) as server:
             page = context.new_page()
@@ -376,3 +383,82 @@ def _iterate(page) -> None:
         " return imgs.length === 1 && !old.includes(imgs[0].src); }", arg=first, timeout=60_000)
     page.wait_for_function("() => document.querySelector('#nb-header')?.innerText.includes('2 of 5')")
     shot(page, "17-edit-again")
+
+
+def test_deleting_a_history_image_asks_first_and_keep_it_keeps_it(browser, generator, tmp_path):
+    import sqlalchemy as sa
+
+    from nanobanana.service.db import images
+
+    with own_page(browser, generator, tmp_path / "data", allowance=5) as (page, studio):
+        def stored() -> int:
+            with studio.services.db.engine.connect() as c:
+                return c.execute(sa.select(sa.func.count()).select_from(images)).scalar()
+
+        generate(page, "a red triangle on a white background")
+        generate(page, "two blue circles on a yellow background")
+        page.get_by_role("tab", name="History").click()
+        page.wait_for_function("() => document.querySelectorAll('#nb-history img').length === 2")
+        page.locator("#nb-history-delete").click()
+        confirm = page.locator("#nb-history-confirm >> visible=true").first
+        confirm.wait_for()
+        assert "two blue circles" in confirm.inner_text() and "cannot be brought back" in confirm.inner_text()
+        row = page.locator("#nb-history-choice").bounding_box()  # the row of the Delete button
+        assert 0 <= confirm.bounding_box()["y"] - (row["y"] + row["height"]) < 40  # right under it
+        shot(page, "18-history-delete-asks")
+        page.locator("#nb-history-delete-no").click()
+        page.locator("#nb-history-confirm").first.wait_for(state="hidden")
+        page.wait_for_timeout(500)
+        assert stored() == 2 and page.locator("#nb-history img").count() == 2
+
+        page.locator("#nb-history-delete").click()
+        page.locator("#nb-history-delete-yes").click()
+        page.wait_for_function("() => document.querySelectorAll('#nb-history img').length === 1")
+        assert stored() == 1
+        assert "a red triangle" in page.locator("#nb-history-choice input").input_value()
+
+
+def test_an_account_opts_in_to_settings_in_its_png_files(browser, generator, tmp_path):
+    from PIL import Image
+
+    with own_page(browser, generator, tmp_path / "data", allowance=5) as (page, _):
+        sign_in(page)
+        page.get_by_role("tab", name="Account").click()
+        box = page.locator("#nb-embed-settings input")
+        box.wait_for()
+        assert not box.is_checked()  # off by default
+        box.check()
+        page.get_by_text("New images will carry their prompt and settings").first.wait_for()
+        page.get_by_role("tab", name="Create").click()
+        generate(page, "a green star on the left, black background")
+        page.get_by_role("tab", name="History").click()
+        page.wait_for_function("() => document.querySelectorAll('#nb-history img').length === 1")
+        saved = one_click(page, "Download image", tmp_path / "star.png")
+        with Image.open(saved) as picture:
+            assert picture.text["parameters"].startswith("a green star on the left, black background\n")
+            assert "Seed: " in picture.text["parameters"]
+
+
+def test_on_a_phone_every_tab_is_on_the_bar_and_nothing_is_cut(browser, generator, tmp_path):
+    phone = {"width": 390, "height": 844}
+    with own_page(browser, generator, tmp_path / "data", allowance=5, viewport=phone) as (page, _):
+        tabs = page.eval_on_selector_all("[role=tablist] button", "bs => bs.map(b => b.innerText.trim())")
+        assert tabs == ["Create", "Edit", "History", "Account", "Stats", "Privacy"]  # none folded into "…"
+        assert not page.get_by_label("More tabs").is_visible()
+        assert page.locator("#nb-prompt").bounding_box()["width"] > 300  # the prompt row stacks
+        box = page.get_by_label("number input for Number of images")
+        box.fill("3")
+        box.press("Enter")
+        generate(page, "a red triangle on a white background")
+        captions = "ls => ls.length > 0 && ls.every(l => l.scrollWidth <= l.clientWidth + 1)"
+        assert page.eval_on_selector_all("#nb-gallery .caption-label", captions)  # "seed 1234567890" in full
+        shot(page, "19-phone-create")
+        for tab in tabs:
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(700)
+            # Nothing sticks out sideways (wide tables scroll inside their own box).
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= phone["width"] + 1, tab
+            shot(page, f"19-phone-{tab.lower()}")
+        page.get_by_role("tab", name="History").click()
+        page.wait_for_function("() => document.querySelectorAll('#nb-history img').length === 3")
+        assert page.eval_on_selector_all("#nb-history .caption-label", captions)

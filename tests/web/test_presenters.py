@@ -27,3 +27,28 @@ def test_the_prompt_box_states_both_limits():
     info = SimpleNamespace(limits=Limits(), max_prompt_tokens=16, model_name="shapes")
     assert presenters.prompt_limits(info) == (
         "Up to 2000 characters; shapes reads the first 16 tokens (longer prompts are cut, and you are told).")
+
+
+def test_the_way_to_more_credits_is_the_configured_link_or_the_policy_contact():
+    assert presenters.more_credits("https://shop.example.org/credits", "x@example.org") == \
+        "[Get more credits](https://shop.example.org/credits)."
+    assert presenters.more_credits("Ask at the front desk.", "x@example.org") == "Ask at the front desk."
+    assert presenters.more_credits(None, "ops@example.org") == \
+        "For more credits, write to [ops@example.org](mailto:ops@example.org)."
+    assert presenters.more_credits(None, "the front desk") == "For more credits, ask the operator (the front desk)."
+
+
+def test_the_stats_headline_and_the_rows_count_errors_alike():
+    import pandas as pd
+
+    from nanobanana.service.usage import UsageStats
+
+    by_day = pd.DataFrame([{"day": "2026-12-01", "requests": 4, "images": 2, "ok": 2, "error_rate": 0.25,
+                            "p50_generation_s": 0.1, "p95_generation_s": 0.2, "p50_total_s": 0.3}])
+    by_setting = pd.DataFrame([{"mode": "edit", "model": "m", "aspect_ratio": "auto", "steps": 4, "requests": 4,
+                                "images": 2, "ok": 2, "error_rate": 0.25}])
+    by_outcome = pd.DataFrame([{"day": "2026-12-01", "outcome": o, "requests": n}
+                               for o, n in [("ok", 2), ("blocked_prompt", 1), ("error:GenerationFailed", 1)]])
+    numbers, *_, popular = presenters.stats_figures(UsageStats(by_day, by_setting, by_outcome, 4))
+    assert "error rate **25%**" in numbers and "**25%** refused" in numbers
+    assert popular["error rate"].tolist() == ["25%"]

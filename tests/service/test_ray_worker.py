@@ -160,3 +160,14 @@ def test_a_web_replica_that_goes_away_leaves_its_jobs_running_and_another_shows_
     finally:
         first.close()
         second.close()
+
+
+def test_fair_turns_hold_on_the_cluster(web):
+    heavy, light = person(web, "eve"), person(web, "fay")
+    heavy_jobs = [web.submit(request(f"a red circle {i}", steps=20, num_images=4), heavy.identity) for i in range(5)]
+    light_job = web.submit(request("a blue star", steps=20), light.identity)
+    web.await_job(light.identity, light_job, timeout=120)
+    light_end = web.services.jobs.get(light_job).finished_at
+    heavy_ends = sorted(web.await_job(heavy.identity, j, timeout=180).finished_at for j in heavy_jobs)
+    # In turns: the light request waits for at most the heavy batch on the model and the one picked with it.
+    assert light_end < heavy_ends[2]

@@ -315,3 +315,32 @@ def _restart_postgres(data: Path) -> None:
     subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(data.parent / "server.log"),
                     "-m", "fast", "-w", "restart"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, timeout=60)
+
+
+def test_a_gradio_event_is_only_known_to_the_replica_that_took_it(layout):
+    """Why the balancer needs session affinity for the page (deploy/README.md): Gradio keeps a queued
+    event in the memory of the replica that accepted it; the API and downloads need none."""
+    web1, web2 = layout["replicas"]
+    visitor = httpx.get(f"{web1.url}/v1/account", timeout=30).cookies["nb_visitor"]
+    headers = {"Cookie": f"nb_visitor={visitor}"}
+    args = ["a blue circle", "1:1", 1, "", 2, 1.0, 0, True, ""]  # the page's Generate, as eval/throughput sends it
+    posted = httpx.post(f"{web1.url}/gradio_api/call/generate", json={"data": args}, headers=headers, timeout=30)
+    assert posted.status_code == 200, posted.text
+    event = posted.json()["event_id"]
+    elsewhere = _events(f"{web2.url}/gradio_api/call/generate/{event}", headers)
+    same = _events(f"{web1.url}/gradio_api/call/generate/{event}", headers)
+    assert "event: complete" in same, same[-500:]
+    assert "event: complete" not in elsewhere, elsewhere[-500:]
+
+
+def _events(url: str, headers: dict[str, str]) -> str:
+    """The server-sent events of one Gradio call, as far as the server sends them."""
+    text = ""
+    try:
+        with httpx.stream("GET", url, headers=headers, timeout=120) as response:
+            text = f"status {response.status_code}\n"
+            for chunk in response.iter_text():
+                text += chunk
+    except httpx.RemoteProtocolError as exc:  # the stream was cut: what came is the answer
+        text += f"\n(cut: {exc})"
+    return text

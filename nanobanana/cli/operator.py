@@ -7,7 +7,6 @@ object) and exits non-zero on failure.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -105,10 +104,7 @@ def api_keys_revoke(args):
 def export(args):
     with open_operations() as ops:
         account = ops.account(args.user)
-        made = ops.export(args.user)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(made, out)
+        out = ops.export(args.user, Path(args.out))
         return _out(args, {"username": account.username, "path": str(out), "bytes": out.stat().st_size},
                     f"Wrote everything stored about {account.username} to {out}.")
 

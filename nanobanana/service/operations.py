@@ -58,8 +58,19 @@ class Operations:
     def ledger(self, user: str) -> list[LedgerEntry]:
         return self.services.ledger.history(self.account(user).id)
 
-    def export(self, user: str) -> Path:
-        return self.studio.export(self.account(user).identity)
+    def export(self, user: str, target: Path) -> Path:
+        """Write the account's privacy export zip to `target` (the stored copy is then deleted)."""
+        identity = self.account(user).identity
+        made = self.studio.export(identity)
+        found = self.studio.export_download(identity, made.name)
+        if found is None:
+            raise OperatorError("The export could not be read back from storage; try again.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as handle:
+            for chunk in found[1]:
+                handle.write(chunk)
+        self.studio.forget_export(identity, made.name)
+        return target
 
     def delete_account(self, user: str) -> Account:
         account = self.account(user)

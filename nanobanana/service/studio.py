@@ -319,7 +319,7 @@ class Studio:
         checked, step, cancel_sent = 0.0, (0, 0), False
         job = s.jobs.owned(owner, job_id)
         # This process's worker tells its waiters at once; a job run elsewhere is followed in the database.
-        every = 1.0 if self.worker is not None else 0.25
+        every = 1.0 if getattr(self.worker, "runs_model", False) else 0.25
         while True:
             local = self.local.get(job_id)
             if local is not None and local.ended is not None:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from sqlalchemy.engine import Connection
 
 from nanobanana.service.db import Database, usage, utcnow
@@ -173,4 +180,25 @@ class UsageRecorder:
 
     # -- Prometheus ---------------------------------------------------------------------------------
     def metrics_text(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's counters and histograms, then the totals of every replica (the usage table):
+        with several web replicas and Ray Serve workers, the `_recorded` series read the same whichever
+        replica is scraped; the others count what this process saw."""
+        return generate_latest(self.registry) + generate_latest(self._recorded())
+
+    def _recorded(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=True)
+        requests = Gauge("nanobanana_requests_recorded", "Generation requests recorded by every replica (the "
+                         "usage table), by outcome and mode.", ["outcome", "mode"], registry=registry)
+        images = Gauge("nanobanana_images_recorded", "Images asked for in successful requests, every replica.",
+                       registry=registry)
+        with self.db.transaction() as c:
+            rows = c.execute(sa.select(usage.c.outcome, usage.c.mode, sa.func.count(), sa.func.sum(usage.c.num_images))
+                             .group_by(usage.c.outcome, usage.c.mode)).all()
+        total = 0
+        for outcome, mode, count, num_images in rows:
+            short = outcome.split(":", 1)[0] if outcome.startswith("error:") else outcome
+            requests.labels(outcome=short, mode=mode).inc(count)
+            if outcome == "ok":
+                total += int(num_images or 0)
+        images.set(total)
+        return registry

@@ -160,3 +160,50 @@ def test_a_web_replica_that_goes_away_leaves_its_jobs_running_and_another_shows_
     finally:
         first.close()
         second.close()
+
+
+def test_fair_turns_hold_on_the_cluster(web):
+    heavy, light = person(web, "eve"), person(web, "fay")
+    heavy_jobs = [web.submit(request(f"a red circle {i}", steps=20, num_images=4), heavy.identity) for i in range(5)]
+    light_job = web.submit(request("a blue star", steps=20), light.identity)
+    web.await_job(light.identity, light_job, timeout=120)
+    light_end = web.services.jobs.get(light_job).finished_at
+    heavy_ends = sorted(web.await_job(heavy.identity, j, timeout=180).finished_at for j in heavy_jobs)
+    # In turns: the light request waits for at most the heavy batch on the model and the one picked with it.
+    assert light_end < heavy_ends[2]
+
+
+def test_a_deployment_scaled_to_zero_starts_a_replica_for_a_job_and_goes_back_to_zero(cluster, tmp_path):
+    from ray import serve
+
+    from nanobanana.service.ray_worker import deploy
+
+    ray = cluster["jobs"]["ray"].model_copy(update={
+        "app_name": f"nb-zero-{secrets.token_hex(3)}",
+        "deployment": RayDeploymentConfig(ray_actor_options={"num_cpus": 1}, graceful_shutdown_timeout_s=5,
+                                          autoscaling_config={"min_replicas": 0, "initial_replicas": 0,
+                                                              "max_replicas": 1, "upscale_delay_s": 0,
+                                                              "downscale_delay_s": 2}),
+    })
+    sections = _sections(cluster)
+    sections["jobs"] = {**cluster["jobs"], "ray": ray}
+    studio = make_studio(tmp_path / "zero", _generator(), start_worker=False, **sections)
+    try:
+        deploy(studio.services.config)
+
+        def replicas() -> int:
+            deployment = serve.status().applications[ray.app_name].deployments["GenerationWorker"]
+            return sum(deployment.replica_states.values())
+
+        assert replicas() == 0
+        studio.start_worker()
+        account = person(studio, "gus")
+        result = studio.generate(request("a blue circle", steps=2), account.identity)  # waits for a replica
+        assert len(result.images) == 1
+        deadline = time.monotonic() + 90
+        while replicas() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert replicas() == 0
+    finally:
+        studio.close()
+        serve.delete(ray.app_name)

@@ -131,3 +131,14 @@ def test_replicas_without_a_configured_secret_sign_cookies_with_one_shared_key(r
     assert secrets[0] == secrets[1] and len(secrets[0]) == 64
     assert auth.session_secret(config.model_copy(update={"session_secret": "from-config"}), {},
                                shared=lambda: b"x") == "from-config"
+
+
+def test_the_recorded_totals_in_the_metrics_read_the_same_on_every_replica(replicas):
+    a, b = replicas
+    visitor = Identity.anonymous("session-m")
+    a.generate(request(num_images=2), visitor)
+    b.generate(request(num_images=1), visitor)
+    for studio in (a, b):
+        text = studio.metrics_text().decode()
+        assert 'nanobanana_requests_recorded{mode="text-to-image",outcome="ok"} 2.0' in text
+        assert "nanobanana_images_recorded 3.0" in text

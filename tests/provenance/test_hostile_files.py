@@ -1,0 +1,24 @@
+"""Files made to attack "Check an image" and `python -m nanobanana verify`: what a stranger's manifest
+says is shown literally."""
+
+from __future__ import annotations
+
+from markdown_it import MarkdownIt
+
+from nanobanana.provenance import Origin, Provenance, load_provenance_config
+from nanobanana.web.presenters import verdict_markdown
+from tests.provenance.conftest import picture
+
+BAIT = "[Your account is locked: sign in here](https://evil.example/login) <img src=x onerror=alert(1)> `x`\n# Hi"
+
+
+def test_a_strangers_manifest_cannot_put_links_images_or_html_on_our_page(provenance, tmp_path):
+    # Anyone can sign a valid (untrusted) manifest and name any model in it.
+    stranger = Provenance(load_provenance_config({}), tmp_path / "stranger", {})
+    data, _ = stranger.mark(picture(3), "s" * 32, Origin("text-to-image", BAIT))
+    verdict = provenance.verify(data)
+    assert verdict.manifest.valid and not verdict.manifest.trusted and verdict.manifest.model == BAIT
+    html = MarkdownIt("commonmark").render(verdict_markdown(verdict))
+    assert "<a " not in html and "<img" not in html and "<code>x</code>" not in html and "<h1>" not in html
+    assert "(https://evil.example/login) &lt;img src=x" in html  # shown, as text
+

@@ -188,11 +188,16 @@ class Provenance:
         joined = b"\n".join(p.strip() for p in parts if p.strip())
         return joined or None
 
+    def verify_file(self, path: Path) -> Verdict:
+        """`verify` on a file, read only up to the size limit (a huge file or /dev/zero is not read whole)."""
+        with Path(path).open("rb") as file:
+            return self.verify(file.read(MAX_VERIFY_BYTES + 1))
+
     def verify(self, data: bytes) -> Verdict:
         """Both marks of a file's bytes, with a verdict: ai_marked, not_marked or tampered."""
         if len(data) > MAX_VERIFY_BYTES:
-            raise UnreadableFile(f"The file is {len(data) / 1e6:.0f} MB; files up to {MAX_VERIFY_BYTES / 1e6:.0f} "
-                                 "MB can be checked.")
+            raise UnreadableFile(f"The file is larger than {MAX_VERIFY_BYTES / 1e6:.0f} MB; files up to "
+                                 f"{MAX_VERIFY_BYTES / 1e6:.0f} MB can be checked.")
         fmt, picture = "", None
         try:
             with Image.open(io.BytesIO(data)) as image:

@@ -1,10 +1,14 @@
 """Files made to attack "Check an image" and `python -m nanobanana verify`: what a stranger's manifest
-says is shown literally."""
+says is shown literally, and a file that never ends is refused unread."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from markdown_it import MarkdownIt
 
+from nanobanana.config import REPO_ROOT
 from nanobanana.provenance import Origin, Provenance, load_provenance_config
 from nanobanana.web.presenters import verdict_markdown
 from tests.provenance.conftest import picture
@@ -22,3 +26,11 @@ def test_a_strangers_manifest_cannot_put_links_images_or_html_on_our_page(proven
     assert "<a " not in html and "<img" not in html and "<code>x</code>" not in html and "<h1>" not in html
     assert "(https://evil.example/login) &lt;img src=x" in html  # shown, as text
 
+
+def test_verify_refuses_a_file_that_never_ends_without_reading_it_all(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nanobanana", "verify", "/dev/zero"], cwd=REPO_ROOT,
+                          env={"PATH": "/usr/bin:/bin", "NANOBANANA_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 5, done.stderr
+    assert '"status": "unreadable"' in done.stdout and "MB can be checked" in done.stdout
+    assert "Traceback" not in done.stderr

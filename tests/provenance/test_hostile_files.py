@@ -1,8 +1,10 @@
-"""Files made to attack "Check an image" and `python -m nanobanana verify`: what a stranger's manifest
-says is shown literally, and a file that never ends is refused unread."""
+"""Files made to attack "Check an image" and `python -m nanobanana verify`, and what a signed file tells a
+stranger: a manifest's names are shown literally, a file that never ends is refused unread, and the
+certificates in every file name no machine."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -34,3 +36,11 @@ def test_verify_refuses_a_file_that_never_ends_without_reading_it_all(tmp_path):
     assert done.returncode == 5, done.stderr
     assert '"status": "unreadable"' in done.stdout and "MB can be checked" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_a_signed_file_does_not_name_the_machine_that_signed_it(provenance):
+    data, _ = provenance.mark(picture(4), "h" * 32, Origin("text-to-image", "tiny"))
+    signer = provenance.verify(data).manifest.signer
+    names = " ".join(str(v) for v in signer.values())
+    assert signer["common_name"].startswith("Nanobanana content signer (")
+    assert f"({socket.gethostname()})" not in names

@@ -389,7 +389,7 @@ class StudioUI:
         if not image_id:
             raise gr.Error("Choose an image first.")
         image = self.studio.image(identity, str(image_id))  # mine, and not expired
-        question = (f"**Delete “{html.escape(image.prompt[:60])}” (seed {image.seed})?** It is removed at once "
+        question = (f"**Delete “{presenters.literal(image.prompt[:60])}” (seed {image.seed})?** It is removed at once "
                     "and cannot be brought back.")
         return gr.update(visible=True), question
 

@@ -199,17 +199,19 @@ class Provenance:
             raise UnreadableFile(f"The file is larger than {MAX_VERIFY_BYTES / 1e6:.0f} MB; files up to "
                                  f"{MAX_VERIFY_BYTES / 1e6:.0f} MB can be checked.")
         fmt, picture = "", None
+        too_big = f"images up to {MAX_VERIFY_PIXELS / 1e6:.0f} megapixels can be checked."
         try:
             with Image.open(io.BytesIO(data)) as image:
                 fmt = image.format or ""
                 if image.width * image.height > MAX_VERIFY_PIXELS:  # read the header, not a decompression bomb
-                    raise UnreadableFile(f"The image is {image.width}×{image.height} px; images up to "
-                                         f"{MAX_VERIFY_PIXELS / 1e6:.0f} megapixels can be checked.")
+                    raise UnreadableFile(f"The image is {image.width}×{image.height} px; {too_big}")
                 image.load()
                 picture = image.convert("RGB")
         except UnreadableFile:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        except Image.DecompressionBombError:  # Pillow refuses the largest ones in `open`, before our check
+            raise UnreadableFile(f"The image is far too large; {too_big}") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             pass  # a signed file with a changed byte may not decode; its manifest still tells
         manifest = read_manifest(data, MIME.get(fmt, "image/png"), self.trust_anchors())
         if picture is None:

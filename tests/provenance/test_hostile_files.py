@@ -8,12 +8,15 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from markdown_it import MarkdownIt
+from PIL import Image
 
 from nanobanana.config import REPO_ROOT
+from nanobanana.errors import UnreadableFile
 from nanobanana.provenance import Origin, Provenance, load_provenance_config
 from nanobanana.web.presenters import verdict_markdown
-from tests.provenance.conftest import picture
+from tests.provenance.conftest import picture, png
 
 BAIT = "[Your account is locked: sign in here](https://evil.example/login) <img src=x onerror=alert(1)> `x`\n# Hi"
 
@@ -44,3 +47,9 @@ def test_a_signed_file_does_not_name_the_machine_that_signed_it(provenance):
     names = " ".join(str(v) for v in signer.values())
     assert signer["common_name"].startswith("Nanobanana content signer (")
     assert f"({socket.gethostname()})" not in names
+
+
+def test_an_image_too_large_for_pillow_to_open_is_called_too_large_not_unreadable(provenance):
+    bomb = png(Image.new("1", (20_000, 20_000)))  # 400 megapixels: Pillow refuses it in `open`
+    with pytest.raises(UnreadableFile, match="megapixels can be checked"):
+        provenance.verify(bomb)

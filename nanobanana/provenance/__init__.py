@@ -1,6 +1,6 @@
 """Provenance: every stored image carries signed C2PA Content Credentials and an invisible watermark.
 
-    provenance = Provenance.from_config(config, data_dir)     # once, in build_services
+    provenance = Provenance.from_config(data_dir, environ)     # once, in build_services
     stamp = provenance.stamp(Origin(mode, model_id, parents))  # per job
     picture = stamp.pixels(picture, image_id)                  # the watermark, before encoding
     data = stamp.sign(png_bytes)                               # bytes -> bytes, just before the write
@@ -135,6 +135,7 @@ class Provenance:
     @classmethod
     def from_config(cls, data_dir: Path, environ: Mapping[str, str] | None = None, *,
                     operator: str = "Nanobanana", signing: bool = True) -> Provenance:
+        """The marks as `configs/provenance.yaml` and the environment set them."""
         return cls(load_provenance_config(environ), data_dir, environ, operator=operator, signing=signing)
 
     # -- marking --------------------------------------------------------------------------------------

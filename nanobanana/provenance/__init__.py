@@ -54,6 +54,12 @@ MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "
         "BMP": "image/bmp", "AVIF": "image/avif", "HEIF": "image/heif"}
 
 
+def _pillow_formats() -> list[str]:
+    """The formats of `MIME` this Pillow can open (AVIF and HEIF need plugins that may be missing)."""
+    Image.init()
+    return [name for name in MIME if name in Image.OPEN]
+
+
 @dataclass
 class Verdict:
     """One file's marks: `status` is ai_marked, not_marked or tampered."""
@@ -202,7 +208,8 @@ class Provenance:
         fmt, picture = "", None
         too_big = f"images up to {MAX_VERIFY_PIXELS / 1e6:.0f} megapixels can be checked."
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            # Only the formats C2PA marks: Pillow would hand an EPS file (named .png, say) to Ghostscript.
+            with Image.open(io.BytesIO(data), formats=_pillow_formats()) as image:
                 fmt = image.format or ""
                 if image.width * image.height > MAX_VERIFY_PIXELS:  # read the header, not a decompression bomb
                     raise UnreadableFile(f"The image is {image.width}×{image.height} px; {too_big}")

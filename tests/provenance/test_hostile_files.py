@@ -1,6 +1,6 @@
 """Files made to attack "Check an image" and `python -m nanobanana verify`, and what a signed file tells a
-stranger: a manifest's names are shown literally, a file that never ends is refused unread, and the
-certificates in every file name no machine."""
+stranger: a manifest's names are shown literally, a file that never ends is refused unread, PostScript
+never reaches Ghostscript, and the certificates in every file name no machine."""
 
 from __future__ import annotations
 
@@ -53,3 +53,19 @@ def test_an_image_too_large_for_pillow_to_open_is_called_too_large_not_unreadabl
     bomb = png(Image.new("1", (20_000, 20_000)))  # 400 megapixels: Pillow refuses it in `open`
     with pytest.raises(UnreadableFile, match="megapixels can be checked"):
         provenance.verify(bomb)
+
+
+def test_an_eps_file_named_png_is_unreadable_and_never_handed_to_ghostscript(tmp_path):
+    # Pillow opens EPS by its content and renders it with `gs`: attacker PostScript, and `{ } loop` never
+    # ends. A `gs` first on PATH that leaves a mark stands in for the real one (which CI may not have).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\ntouch {tmp_path}/gs-ran\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    eps = tmp_path / "innocent.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 300 300\n%%EndComments\n{ } loop\n%%EOF\n")
+    done = subprocess.run([sys.executable, "-m", "nanobanana", "verify", str(eps)], cwd=REPO_ROOT,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "NANOBANANA_DATA_DIR": str(tmp_path / "data"),
+                               "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 5 and "not an image we can read" in done.stdout, done.stdout + done.stderr
+    assert not (tmp_path / "gs-ran").exists()

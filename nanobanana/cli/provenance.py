@@ -42,7 +42,7 @@ def run_verify(args: argparse.Namespace) -> int:
     worst = AI_MARKED
     for path in args.files:
         try:
-            verdict = reader.verify(path.read_bytes())
+            verdict = reader.verify_file(path)
         except (OSError, NanobananaError) as exc:
             message = exc.strerror if isinstance(exc, OSError) else str(exc)
             print_json({"file": str(path), "status": "unreadable", "error": message})

@@ -1,6 +1,6 @@
 """Provenance: every stored image carries signed C2PA Content Credentials and an invisible watermark.
 
-    provenance = Provenance.from_config(config, data_dir)     # once, in build_services
+    provenance = Provenance.from_config(data_dir, environ)     # once, in build_services
     stamp = provenance.stamp(Origin(mode, model_id, parents))  # per job
     picture = stamp.pixels(picture, image_id)                  # the watermark, before encoding
     data = stamp.sign(png_bytes)                               # bytes -> bytes, just before the write
@@ -52,6 +52,12 @@ MAX_VERIFY_BYTES = 50_000_000
 MAX_VERIFY_PIXELS = 40_000_000
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif", "TIFF": "image/tiff",
         "BMP": "image/bmp", "AVIF": "image/avif", "HEIF": "image/heif"}
+
+
+def _pillow_formats() -> list[str]:
+    """The formats of `MIME` this Pillow can open (AVIF and HEIF need plugins that may be missing)."""
+    Image.init()
+    return [name for name in MIME if name in Image.OPEN]
 
 
 @dataclass
@@ -135,6 +141,7 @@ class Provenance:
     @classmethod
     def from_config(cls, data_dir: Path, environ: Mapping[str, str] | None = None, *,
                     operator: str = "Nanobanana", signing: bool = True) -> Provenance:
+        """The marks as `configs/provenance.yaml` and the environment set them."""
         return cls(load_provenance_config(environ), data_dir, environ, operator=operator, signing=signing)
 
     # -- marking --------------------------------------------------------------------------------------
@@ -188,23 +195,31 @@ class Provenance:
         joined = b"\n".join(p.strip() for p in parts if p.strip())
         return joined or None
 
+    def verify_file(self, path: Path) -> Verdict:
+        """`verify` on a file, read only up to the size limit (a huge file or /dev/zero is not read whole)."""
+        with Path(path).open("rb") as file:
+            return self.verify(file.read(MAX_VERIFY_BYTES + 1))
+
     def verify(self, data: bytes) -> Verdict:
         """Both marks of a file's bytes, with a verdict: ai_marked, not_marked or tampered."""
         if len(data) > MAX_VERIFY_BYTES:
-            raise UnreadableFile(f"The file is {len(data) / 1e6:.0f} MB; files up to {MAX_VERIFY_BYTES / 1e6:.0f} "
-                                 "MB can be checked.")
+            raise UnreadableFile(f"The file is larger than {MAX_VERIFY_BYTES / 1e6:.0f} MB; files up to "
+                                 f"{MAX_VERIFY_BYTES / 1e6:.0f} MB can be checked.")
         fmt, picture = "", None
+        too_big = f"images up to {MAX_VERIFY_PIXELS / 1e6:.0f} megapixels can be checked."
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            # Only the formats C2PA marks: Pillow would hand an EPS file (named .png, say) to Ghostscript.
+            with Image.open(io.BytesIO(data), formats=_pillow_formats()) as image:
                 fmt = image.format or ""
                 if image.width * image.height > MAX_VERIFY_PIXELS:  # read the header, not a decompression bomb
-                    raise UnreadableFile(f"The image is {image.width}×{image.height} px; images up to "
-                                         f"{MAX_VERIFY_PIXELS / 1e6:.0f} megapixels can be checked.")
+                    raise UnreadableFile(f"The image is {image.width}×{image.height} px; {too_big}")
                 image.load()
                 picture = image.convert("RGB")
         except UnreadableFile:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        except Image.DecompressionBombError:  # Pillow refuses the largest ones in `open`, before our check
+            raise UnreadableFile(f"The image is far too large; {too_big}") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             pass  # a signed file with a changed byte may not decode; its manifest still tells
         manifest = read_manifest(data, MIME.get(fmt, "image/png"), self.trust_anchors())
         if picture is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import importlib
 import os
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +71,11 @@ def create_local_ca(folder: Path, operator: str = "Nanobanana", *, force: bool =
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     now = datetime.datetime.now(datetime.UTC)
-    host = socket.gethostname()[:40] or "localhost"
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"Nanobanana local CA ({host})", operator)
+    # Named apart from other instances' CAs by its own key, not the machine's host name: the names travel
+    # in every signed file, to anyone.
+    instance = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()).digest.hex()[:8]
+    ca_name = _name(f"Nanobanana local CA ({instance})", operator)
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(x509.random_serial_number())
           .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -86,7 +87,7 @@ def create_local_ca(folder: Path, operator: str = "Nanobanana", *, force: bool =
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(_name(f"Nanobanana content signer ({host})", operator))
+    leaf = (x509.CertificateBuilder().subject_name(_name(f"Nanobanana content signer ({instance})", operator))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=365 * SIGNER_YEARS))

@@ -60,7 +60,8 @@ def _marks_section(marks: dict | None, model: Any = None) -> str:
     if marks["watermark"]:
         lines.append(
             f"- **Invisible watermark:** a short code (the service tag `{marks['watermark_tag']}` and bits of a "
-            "hash of the image's id, nothing about you) is hidden in the pixels (invisible-watermark's "
+            "hash of the image's id: while we keep the image, it leads us to its record, and so to whose "
+            "it is; after that, to nothing) is hidden in the pixels (invisible-watermark's "
             f"{marks['watermark_method']} method), readable after the metadata is stripped, after mild "
             f"re-encoding and resizing (not after cropping). Images smaller than {marks['min_pixels']} pixels "
             "(256×256) are too small to carry it: they are marked by the manifest only, and their record says so.")

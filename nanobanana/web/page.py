@@ -273,6 +273,8 @@ class StudioUI:
             if path.stat().st_size > self.info.limits.max_upload_bytes:
                 raise gr.Error(f"Files up to {self.info.limits.max_upload_bytes / 1e6:.0f} MB can be checked.")
             data = path.read_bytes()
+        except FileNotFoundError:  # checked before (an upload is read once), or a stale reference
+            raise gr.Error("That upload is gone: each file is read once and deleted. Upload it again.") from None
         finally:
             path.unlink(missing_ok=True)
         verdict = self.studio.verify_image(data)
@@ -389,7 +391,7 @@ class StudioUI:
         if not image_id:
             raise gr.Error("Choose an image first.")
         image = self.studio.image(identity, str(image_id))  # mine, and not expired
-        question = (f"**Delete “{html.escape(image.prompt[:60])}” (seed {image.seed})?** It is removed at once "
+        question = (f"**Delete “{presenters.literal(image.prompt[:60])}” (seed {image.seed})?** It is removed at once "
                     "and cannot be brought back.")
         return gr.update(visible=True), question
 

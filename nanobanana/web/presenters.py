@@ -187,15 +187,22 @@ def stats_figures(s: UsageStats):
     return numbers, day[["day", "images"]], gen, causes, popular
 
 
+def literal(text: str) -> str:
+    """Text from an uploaded file shown as it is in Markdown: every punctuation mark escaped and lines
+    joined, so it cannot add links, images, HTML or headings of its own to our page."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(str(text).split()))
+
+
 def verdict_markdown(verdict: Any) -> str:
-    """"Check an image": the verdict in one line, then what each mark said."""
+    """"Check an image": the verdict in one line, then what each mark said. What a manifest names (signer,
+    software, model) is whatever its signer wrote, and is shown literally."""
     manifest, mark = verdict.manifest, verdict.watermark
     lines = [f"### {verdict.summary}", f"- **C2PA manifest:** {manifest.note}"]
     if manifest.valid:
         signer = (manifest.signer or {}).get("common_name") or (manifest.signer or {}).get("issuer") or "unknown"
-        lines.append(f"  signed by *{signer}*; software {manifest.software or 'not named'}; model "
-                     f"`{manifest.model or 'not named'}`; source type "
-                     f"*{(manifest.digital_source_type or 'not stated').rsplit('/', 1)[-1]}*")
+        lines.append(f"  signed by *{literal(signer)}*; software {literal(manifest.software or 'not named')}; "
+                     f"model *{literal(manifest.model or 'not named')}*; source type "
+                     f"*{literal((manifest.digital_source_type or 'not stated').rsplit('/', 1)[-1])}*")
     lines.append(f"- **Invisible watermark:** {mark.note}" + (f" (`{mark.payload}`)" if mark.payload else ""))
     lines.append("\nThe file was read in memory and not kept.")
     return "\n".join(lines)

@@ -62,6 +62,17 @@ def test_an_unmarked_image_and_a_non_image_get_plain_answers(live):
     assert "Traceback" not in live.log_text() and not Path(path).exists()
 
 
+def test_checking_the_same_upload_again_says_it_is_gone_without_a_traceback(live):
+    c = new_visitor(live)
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 300), (200, 20, 20)).save(buffer, format="PNG")
+    message, path = check(c, live, buffer.getvalue())
+    assert message["success"], message
+    again = call(c, live, "check_image", [{"path": path, "meta": {"_type": "gradio.FileData"}}])
+    assert not again["success"] and "upload is gone" in again["output"]["error"]
+    assert "Traceback" not in live.log_text()
+
+
 def test_the_signing_key_is_not_served(live):
     key = live.data_dir / "provenance" / "signing-key.pem"
     assert key.is_file() and key.stat().st_mode & 0o777 == 0o600

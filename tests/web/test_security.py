@@ -229,6 +229,19 @@ def test_an_image_is_served_only_to_its_owner_and_never_cached(live):
     assert not [p for p in live.files_in_gradio_dir() if p.suffix in {".png", ".webp"}]
 
 
+def test_history_delete_refuses_another_visitors_or_an_accounts_image_id(live):
+    # The confirmation is the page's; the endpoint behind it is what an attacker calls, with a known id.
+    owner = new_visitor(live)
+    message = call(owner, live, "generate", generate_data())
+    assert message["success"], message
+    url = message["output"]["data"][0][0]["image"]["url"].removeprefix(live.url)
+    image_id = url.split("/")[3]
+    for stranger in (new_visitor(live), signed_in(live)):
+        refused = call(stranger, live, "delete_image", [image_id])
+        assert not refused["success"] and "no such image" in refused["output"]["error"]
+    assert owner.get(url).status_code == 200
+
+
 # -- 7. headers and leaks ------------------------------------------------------------------------------
 def test_pages_carry_the_usual_security_headers(live):
     response = httpx.get(live.url + "/", timeout=10)

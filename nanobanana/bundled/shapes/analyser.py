@@ -196,6 +196,8 @@ def analyse(image: Image.Image) -> Analysis:
 def score(analysis: Analysis, spec: PromptSpec) -> dict[str, bool]:
     """Which stated parts of `spec` the image shows: colour, shape, colour_shape, background, position,
     count. Fields that are None in `spec` are left out (use `spec.filled()` to check the conventions)."""
+    if spec.second is not None:
+        return _score_pair(analysis, spec)
     main = analysis.main
     result: dict[str, bool] = {}
     if spec.colour is not None:
@@ -210,4 +212,23 @@ def score(analysis: Analysis, spec: PromptSpec) -> dict[str, bool]:
         result["position"] = main is not None and main.position == spec.position
     if spec.count is not None:
         result["count"] = analysis.count == spec.count
+    return result
+
+
+def _score_pair(analysis: Analysis, spec: PromptSpec) -> dict[str, bool]:
+    """Two different objects: the two largest must be the two asked for, in either place; `order` checks
+    the first-named one is on the left, as the training pictures draw it."""
+    wanted = sorted([(spec.colour, spec.shape), spec.second])
+    found = analysis.objects[:2]
+    seen = sorted((o.colour, o.shape) for o in found)
+    result = {
+        "colour": sorted(c for c, _ in seen) == sorted(c for c, _ in wanted),
+        "shape": sorted(s for _, s in seen) == sorted(s for _, s in wanted),
+        "colour_shape": seen == wanted,
+        "count": analysis.count == 2,
+    }
+    if spec.background is not None:
+        result["background"] = analysis.background == spec.background
+    left = min(found, key=lambda o: o.centre[0]) if len(found) == 2 else None
+    result["order"] = left is not None and (left.colour, left.shape) == (spec.colour, spec.shape) and seen == wanted
     return result

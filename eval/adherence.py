@@ -10,7 +10,10 @@ splits reported separately: `seen` (training phrasings, combinations seen in tra
 such captions, the 256 px one did.
 
 `--baseline MODEL` runs a second model on the very same prompts and seeds (the old 64 px bundled model, say)
-and writes `compare.csv`: both accuracies with their 95% intervals side by side, per task and split.
+and writes `compare.csv`: both accuracies with their 95% intervals side by side, per task and split; and
+`timing.csv`: seconds per one-image request of each, the two models taking turns in the same run.
+`edge_px` (per image) is how soft the main object's outline is (`shapes.analyser.edge_width`): pixels of
+blur across it at a 256 px display.
 
 Each prompt is generated with several seeds (one request, `num_images` = seeds). Accuracy per task and
 split with a 95% interval: the wider of a Wilson interval over images (sound at 0% and 100%) and a
@@ -63,6 +66,7 @@ from nanobanana.bundled.shapes import (
     render,
     score,
 )
+from nanobanana.bundled.shapes.analyser import edge_width
 
 TASKS = ("colour", "shape", "count", "position", "two_objects")
 SPLITS = ("seen", "new_phrasing", "held_out_combo")
@@ -85,6 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--baseline", default=None,
         help="a second model reference run on the same prompts and seeds, reported side by side",
+    )
+    parser.add_argument(
+        "--timing-runs", type=int, default=None,
+        help="with --baseline: one-image requests per model timed alternately (default 20; small 4)",
     )
     parser.set_defaults(func=run)
 
@@ -286,6 +294,7 @@ def measure(generator: Any, args: argparse.Namespace, n_prompts: int, n_seeds: i
                     "prompt": item["prompt"], "seed": seed, "width": image.width, "height": image.height,
                     **score_image(task, image, item),
                     "reference_correct": score_image(task, drawn, item)["correct"],
+                    "edge_px": edge_width(image),
                 }
                 samples.append(sample)
             if p == 0:
@@ -306,6 +315,32 @@ def compare(baseline: list[dict[str, Any]], table: list[dict[str, Any]]) -> list
             "accuracy": new["accuracy"], "ci_low": new["ci_low"], "ci_high": new["ci_high"],
         })
     return rows
+
+
+def time_per_image(generators: list[Any], runs: int, prompt: str = "a red circle and a blue square on white") -> list:
+    """Seconds per one-image request of each model at its default settings, through the app's Generator;
+    the models take turns (ABBA) so machine noise hits them alike."""
+    from nanobanana.generation import GenerationRequest
+
+    times: list[list[float]] = [[] for _ in generators]
+    sizes = [generator.generate(GenerationRequest(prompt, seed=0, num_images=1)).images[0].size  # warm-up
+             for generator in generators]
+    for run in range(runs):
+        order = range(len(generators)) if run % 2 == 0 else reversed(range(len(generators)))
+        for i in order:
+            started = time.perf_counter()
+            generators[i].generate(GenerationRequest(prompt, seed=run + 1, num_images=1))
+            times[i].append(time.perf_counter() - started)
+    return [
+        {"model": generator.config.model.name, "size": f"{w}x{h}", "runs": runs,
+         "median_s": float(np.median(seconds)), "p90_s": float(np.quantile(seconds, 0.9))}
+        for generator, seconds, (w, h) in zip(generators, times, sizes, strict=True)
+    ]
+
+
+def _median_edge(samples: list[dict[str, Any]], role: str) -> float | None:
+    widths = [s["edge_px"] for s in samples if s["role"] == role and s["edge_px"] is not None]
+    return float(np.median(widths)) if widths else None
 
 
 def _load(reference: str | None) -> tuple[Any, bool, str | None]:
@@ -335,10 +370,12 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     table = [{"role": "model", "model": config.model.name, **t}
              for t in summarise(samples, args.bootstrap, args.seed)]
-    side_by_side = None
+    side_by_side = timing = None
     if args.baseline:
         base_generator, _, _ = _load(args.baseline)
         base_samples, _ = measure(base_generator, args, n_prompts, n_seeds, role="baseline")
+        timing = time_per_image([base_generator, generator], args.timing_runs or (4 if args.small else 20))
+        write_csv(args.out / "timing.csv", timing)
         base_name = base_generator.config.model.name
         base_table = [{"role": "baseline", "model": base_name, **t}
                       for t in summarise(base_samples, args.bootstrap, args.seed)]
@@ -352,6 +389,9 @@ def run(args: argparse.Namespace) -> int:
         "environment": environment(),
         "model": config.model.name,
         "baseline": args.baseline,
+        "seconds_per_image": timing,
+        "edge_px_median": {role: _median_edge(samples, role) for role in ("model", "baseline") if args.baseline
+                           or role == "model"},
         "trained_model": trained,
         "note": note,
         "steps": args.steps or config.model.defaults.steps,
@@ -377,6 +417,13 @@ def run(args: argparse.Namespace) -> int:
             ci = f"[{t['ci_low']:.2f}, {t['ci_high']:.2f}]" if t["ci_low"] is not None else ""
             ref = f"{t['reference_accuracy']:.2f}" if t["reference_accuracy"] is not None else ""
             print(f"  {t['task']:24} {t['split']:15} {t['accuracy']:8.2f}  {ci:14} {ref}")
+    print("  outline softness (edge_width, px at 256 px display; a drawn render ~0.9), median: "
+          + ", ".join(f"{role} {value:.1f}" for role, value in summary["edge_px_median"].items() if value is not None))
+    if timing:
+        base, new = timing
+        print(f"  one image, default settings (alternating, {base['runs']} each): {base['model']} {base['size']} "
+              f"{base['median_s']:.3f} s, {new['model']} {new['size']} {new['median_s']:.3f} s "
+              f"(median; ratio {new['median_s'] / base['median_s']:.2f})")
     if note:
         print("NOTE: " + note)
     print(f"wrote {args.out}/summary.json")

@@ -32,6 +32,7 @@ from nanobanana.bundled.shapes import (
     COUNT_MIX,
     HELD_OUT_TEMPLATES,
     MULTI_OBJECT_MIX,
+    PAIR_HEAVY_MIX,
     TRAIN_TEMPLATES,
     VOCABULARY,
     PromptSpec,
@@ -46,7 +47,7 @@ from nanobanana.bundled.shapes import (
 from nanobanana.config import REPO_ROOT, read_yaml, validate
 
 DEFAULT_CONFIG = REPO_ROOT / "configs/models/bundled.yaml"
-MIXES = {"default": COUNT_MIX, "multi": MULTI_OBJECT_MIX}
+MIXES = {"default": COUNT_MIX, "multi": MULTI_OBJECT_MIX, "pairs": PAIR_HEAVY_MIX}
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Settings:
     only_vae: bool
     vae_batch_256: int
     crop_steps: int
+    sample_mix: str | None
+    sharp_loss: bool
 
 
 def _resume_vae(ckpt: Path, vae: torch.nn.Module, opt: torch.optim.Optimizer, phase: str) -> int:
@@ -217,12 +220,32 @@ def finetune_decoder(vae, s: Settings, size: int) -> None:
     vae.eval().requires_grad_(False)
 
 
+def _warm_start(vae, teacher) -> int:
+    """Copy the teacher's layers into the larger VAE where they fit: its encoder's blocks become the last
+    ones of the new encoder (after the extra downsampling blocks), its decoder's the first ones of the new
+    decoder (before the extra upsampling blocks); with channels (8, 16, 16, 32, 32) against the teacher's
+    (16, 32, 32) all of them fit. Returns how many tensors were copied; the rest train from scratch."""
+    extra = len(vae.config.block_out_channels) - len(teacher.config.block_out_channels)
+    own = vae.state_dict()
+    copied = 0
+    for name, tensor in teacher.state_dict().items():
+        if name.startswith("encoder.down_blocks."):
+            index, rest = name[len("encoder.down_blocks.") :].split(".", 1)
+            name = f"encoder.down_blocks.{int(index) + extra}.{rest}"
+        if name in own and own[name].shape == tensor.shape:
+            own[name] = tensor.clone()
+            copied += 1
+    vae.load_state_dict(own)
+    return copied
+
+
 def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
     """A VAE whose 16x16x4 latents are the `teacher`'s (the 64 px one the UNet was trained on) but whose
     pictures are `size` px: its decoder learns to draw exact `size` px renders from the latents the teacher
     gives their small versions, its encoder to give the teacher's latents for the large ones (image-to-
     image). The UNet needs no retraining for the new size. Resumable."""
     ckpt = s.work / "vae256_ckpt.pt"
+    _log(f"vae256: {_warm_start(vae, teacher)} tensors copied from the teacher")
     opt = torch.optim.AdamW(vae.parameters(), lr=s.decoder_lr, weight_decay=0.0)
     start = _resume_vae(ckpt, vae, opt, "vae256") if s.resume else 0
     small = teacher.config.sample_size
@@ -250,7 +273,11 @@ def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
         recon = vae.decode(z).sample
         posterior = vae.encode(x).latent_dist
         match = F.mse_loss(posterior.mean, mean) + 0.1 * F.mse_loss(posterior.logvar, logvar)
-        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + match
+        if s.sharp_loss:  # L1 wants each pixel at its likeliest colour: a step, where MSE settles for a ramp
+            pixel_loss = F.l1_loss(recon, x) + 0.1 * F.mse_loss(recon, x)
+        else:
+            pixel_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        loss = pixel_loss + match
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for half in (vae.encoder, vae.quant_conv), (vae.decoder, vae.post_quant_conv):  # apart: unlike scales
@@ -366,6 +393,17 @@ def _average_gradients(params: Sequence[torch.nn.Parameter], stop: bool) -> bool
     return bool(flat[-1] > 0)
 
 
+def _kind(spec: PromptSpec) -> str:
+    return "pair" if spec.second else {1: "one", 2: "two", 3: "three"}[spec.count]
+
+
+def _sampling_weights(specs: Sequence[PromptSpec], mix: dict[str, float]) -> torch.Tensor:
+    """Per-entry weights that make draws from the cache follow `mix` (shares of one/two/three/pair)."""
+    kinds = [_kind(spec) for spec in specs]
+    present = {k: kinds.count(k) for k in set(kinds)}
+    return torch.tensor([mix.get(k, 0.0) / present[k] for k in kinds], dtype=torch.float64)
+
+
 def train_unet(pipe, cache: dict, s: Settings, on_eval: Callable[[object, int], None]) -> EMA:
     from diffusers import DDPMScheduler
 
@@ -408,6 +446,7 @@ def train_unet(pipe, cache: dict, s: Settings, on_eval: Callable[[object, int], 
         _save_atomic(state, ckpt)
 
     specs, means, stds = cache["specs"], cache["mean"], cache["std"]
+    weights = _sampling_weights(specs, MIXES[s.sample_mix]) if s.sample_mix else None
     factor = pipe.vae.config.scaling_factor
     alphas = noise_sched.alphas_cumprod
     unet.train()
@@ -421,7 +460,10 @@ def train_unet(pipe, cache: dict, s: Settings, on_eval: Callable[[object, int], 
         # Rank 0 draws exactly what a single-process run draws; other ranks draw their own share.
         rng = _step_rng(s.seed, "unet" + (f"/rank{rank}" if rank else ""), step)
         gen = torch.Generator().manual_seed(s.seed * 104729 + step + 7919 * rank)
-        idx = torch.randint(0, len(specs), (local_batch,), generator=gen)
+        if weights is None:
+            idx = torch.randint(0, len(specs), (local_batch,), generator=gen)
+        else:
+            idx = torch.multinomial(weights, local_batch, replacement=True, generator=gen)
         x0 = (means[idx].float() + stds[idx].float() * torch.randn(means[idx].shape, generator=gen)) * factor
         captions = ["" if rng.random() < s.cfg_dropout else random_caption(specs[i], rng) for i in idx.tolist()]
         ids = tokenizer(
@@ -616,6 +658,13 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         "(the config's sample_size) on its VAE's latents instead of a VAE from scratch",
     )
     p.add_argument("--mix", choices=sorted(MIXES), default="default", help="shares of 1/2/3/two-kind pictures")
+    p.add_argument(
+        "--sample-mix", choices=sorted(MIXES), default=None,
+        help="UNet phase: draw from the latent cache in these shares instead of the cache's own",
+    )
+    p.add_argument(
+        "--sharp-loss", action="store_true", help="upscaling VAE: mostly L1 on pixels (crisper edges than MSE)"
+    )
     p.add_argument("--only-vae", action="store_true", help="with --init-from: train the upscaling VAE and stop")
     p.add_argument("--vae-batch-256", type=int, default=8, help="batch of the upscaling VAE phase")
     p.add_argument("--crop-steps", type=int, default=0, help="upscaling VAE: first steps on half-size crops")
@@ -656,6 +705,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         only_vae=a.only_vae,
         vae_batch_256=a.vae_batch_256,
         crop_steps=a.crop_steps,
+        sample_mix=a.sample_mix,
+        sharp_loss=a.sharp_loss,
     )
     if s.fast:  # explicit step counts still win, so tests can resume a fast run for a few more steps
         s.vae_steps = a.vae_steps if a.vae_steps != p.get_default("vae_steps") else 2
@@ -741,7 +792,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe.vae.save_pretrained(vae_dir)
         _log(f"vae: done in {(time.time() - t0) / 60:.1f} min, scaling factor {factor}")
     pipe.vae.eval().requires_grad_(False)
-    pipe.register_modules(vae=pipe.vae)
+    # A new pipeline object: its image processor and vae_scale_factor follow the VAE it is given.
+    pipe = type(pipe)(**{**pipe.components, "vae": pipe.vae})
 
     if teacher is not None:
         cache = build_latent_cache(teacher, s, teacher.config.sample_size)

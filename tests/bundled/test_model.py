@@ -83,7 +83,7 @@ def test_fine_tuning_at_a_larger_size_keeps_the_latents_and_resumes(tmp_path, ca
     from nanobanana.bundled.train import main
 
     config = read_yaml(CONFIG)
-    config["build"].update(sample_size=256, vae_channels=[8, 16, 32, 32, 32])
+    config["build"].update(sample_size=256, vae_channels=[8, 16, 16, 32, 32], vae_norm_groups=2)
     (tmp_path / "big.yaml").write_text(yaml.safe_dump(config))
     out, work = tmp_path / "model", tmp_path / "work"
     threads = torch.get_num_threads()

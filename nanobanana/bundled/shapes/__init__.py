@@ -34,6 +34,7 @@ from nanobanana.bundled.shapes.analyser import (
 from nanobanana.bundled.shapes.dataset import (
     COUNT_MIX,
     MULTI_OBJECT_MIX,
+    PAIR_HEAVY_MIX,
     all_single_combos,
     held_out_combos,
     random_spec,
@@ -62,6 +63,7 @@ __all__ = [
     "COUNT_MIX",
     "HELD_OUT_TEMPLATES",
     "MULTI_OBJECT_MIX",
+    "PAIR_HEAVY_MIX",
     "POSITIONS",
     "SHAPES",
     "SHAPE_COLOURS",

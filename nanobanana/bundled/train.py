@@ -1,4 +1,6 @@
-"""Train the bundled shapes model from scratch: procedural data, VAE, UNet + text encoder; evaluate; save.
+"""Train the bundled shapes model: procedural data, VAE, UNet + text encoder; evaluate; save.
+
+From scratch (the 64 px model; `--build-section build_base` once the config's `build:` is the 256 px one):
 
     python -m nanobanana.bundled.train                       # full recipe into models/nanobanana-shapes
     python -m nanobanana.bundled.train --resume              # continue from the checkpoints in --work
@@ -9,6 +11,16 @@ Phases: (1) an AutoencoderKL on random renders (pixels -> 16x16x4 latents); (2) 
 classifier-free-guidance dropout and an EMA of the weights; (4) text-to-image and image-to-image adherence
 measured with `nanobanana.bundled.shapes`; (5) the EMA pipeline saved in diffusers format. Every random choice
 derives from `--seed` and the step number, so a run (and a resumed run) is reproducible.
+
+Fine-tuned to 256 px from a 64 px model (`--init-from`; two processes can run side by side):
+
+    python -m nanobanana.bundled.train --init-from M --mix multi --only-vae --sharp-loss   # upscaling VAE
+    python -m nanobanana.bundled.train --init-from M --mix multi --sample-mix pairs         # UNet, teacher's latents
+    python -m nanobanana.bundled.train --init-from M --mix multi --resume   # both into one 256 px pipeline
+
+The upscaling VAE keeps M's latent space (its decoder draws exact 256 px renders from the latents M's encoder
+gives their 64 px versions; its encoder learns to give those latents), so the UNet needs no retraining for
+the size; it is fine-tuned from M's weights on a multi-object mix for counts and "a ... and a ..." prompts.
 """
 
 from __future__ import annotations
@@ -88,6 +100,7 @@ class Settings:
     crop_steps: int
     sample_mix: str | None
     sharp_loss: bool
+    build_section: str
 
 
 def _resume_vae(ckpt: Path, vae: torch.nn.Module, opt: torch.optim.Optimizer, phase: str) -> int:
@@ -105,9 +118,9 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def load_architecture(config_path: Path) -> Architecture:
-    """The `build:` section of the model config; an empty vocabulary means the shapes vocabulary."""
-    arch = validate(Architecture, read_yaml(config_path).get("build", {}), f"{config_path} (build)")
+def load_architecture(config_path: Path, section: str = "build") -> Architecture:
+    """The `build:` section (or another) of the model config; an empty vocabulary means the shapes vocabulary."""
+    arch = validate(Architecture, read_yaml(config_path).get(section, {}), f"{config_path} ({section})")
     if not arch.vocabulary:
         arch.vocabulary = list(VOCABULARY)
     return arch
@@ -620,6 +633,10 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--out", type=Path, default=REPO_ROOT / "models/nanobanana-shapes", help="final pipeline")
     p.add_argument("--work", type=Path, default=REPO_ROOT / "runs/bundled", help="checkpoints, caches, logs")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="model config with a build: section")
+    p.add_argument(
+        "--build-section", default="build",
+        help="the config section with the architecture (build_base: the 64 px model the 256 px one starts from)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (more spin on a busy CPU)")
     p.add_argument("--vae-steps", type=int, default=1200)
@@ -707,6 +724,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         crop_steps=a.crop_steps,
         sample_mix=a.sample_mix,
         sharp_loss=a.sharp_loss,
+        build_section=a.build_section,
     )
     if s.fast:  # explicit step counts still win, so tests can resume a fast run for a few more steps
         s.vae_steps = a.vae_steps if a.vae_steps != p.get_default("vae_steps") else 2
@@ -751,7 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("Several processes train only the UNet: run the VAE phase first, then --resume.")
     torch.manual_seed(s.seed)
     s.work.mkdir(parents=True, exist_ok=True)
-    arch = load_architecture(s.config)
+    arch = load_architecture(s.config, s.build_section)
     pipe = build_pipeline(arch, seed=s.seed)
     n_params = {k: sum(p.numel() for p in getattr(pipe, k).parameters()) for k in ("vae", "unet", "text_encoder")}
     _log(f"parameters: {n_params}; settings: {s}")

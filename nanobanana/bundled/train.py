@@ -101,6 +101,7 @@ class Settings:
     sample_mix: str | None
     sharp_loss: bool
     build_section: str
+    schedule_from: int
 
 
 def _resume_vae(ckpt: Path, vae: torch.nn.Module, opt: torch.optim.Optimizer, phase: str) -> int:
@@ -295,7 +296,9 @@ def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
         loss.backward()
         for half in (vae.encoder, vae.quant_conv), (vae.decoder, vae.post_quant_conv):  # apart: unlike scales
             torch.nn.utils.clip_grad_norm_([p for module in half for p in module.parameters()], 1.0)
-        lr = s.decoder_lr * 0.5 * (1 + math.cos(math.pi * step / max(1, s.decoder_steps)))
+        # --schedule-from: a second cosine from that step (to go on training a finished VAE).
+        begin = min(s.schedule_from, step)
+        lr = s.decoder_lr * 0.5 * (1 + math.cos(math.pi * (step - begin) / max(1, s.decoder_steps - begin)))
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()
@@ -682,6 +685,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument(
         "--sharp-loss", action="store_true", help="upscaling VAE: mostly L1 on pixels (crisper edges than MSE)"
     )
+    p.add_argument("--schedule-from", type=int, default=0, help="upscaling VAE: restart the cosine at this step")
     p.add_argument("--only-vae", action="store_true", help="with --init-from: train the upscaling VAE and stop")
     p.add_argument("--vae-batch-256", type=int, default=8, help="batch of the upscaling VAE phase")
     p.add_argument("--crop-steps", type=int, default=0, help="upscaling VAE: first steps on half-size crops")
@@ -725,6 +729,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         sample_mix=a.sample_mix,
         sharp_loss=a.sharp_loss,
         build_section=a.build_section,
+        schedule_from=a.schedule_from,
     )
     if s.fast:  # explicit step counts still win, so tests can resume a fast run for a few more steps
         s.vae_steps = a.vae_steps if a.vae_steps != p.get_default("vae_steps") else 2

@@ -27,6 +27,8 @@ class Architecture(BaseModel):
 
     sample_size: int = Field(64, description="Image side in pixels the model is built for.")
     vae_channels: list[int] = [16, 32, 32]
+    vae_norm_groups: int | None = Field(
+        None, description="GroupNorm groups of the VAE (None: one channel per group at its narrowest block).")
     latent_channels: int = 4
     unet_channels: list[int] = [32, 64, 64]
     layers_per_block: int = 1
@@ -104,7 +106,7 @@ def build_pipeline(arch: Architecture, seed: int = 0):
         block_out_channels=arch.vae_channels,
         latent_channels=arch.latent_channels,
         layers_per_block=1,
-        norm_num_groups=min(arch.vae_channels),
+        norm_num_groups=arch.vae_norm_groups or min(arch.vae_channels),
         sample_size=arch.sample_size,
     )
     latent_size = arch.sample_size // 2 ** (n_vae - 1)

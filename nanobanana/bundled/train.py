@@ -1,4 +1,6 @@
-"""Train the bundled shapes model from scratch: procedural data, VAE, UNet + text encoder; evaluate; save.
+"""Train the bundled shapes model: procedural data, VAE, UNet + text encoder; evaluate; save.
+
+From scratch (the 64 px model; `--build-section build_base` once the config's `build:` is the 256 px one):
 
     python -m nanobanana.bundled.train                       # full recipe into models/nanobanana-shapes
     python -m nanobanana.bundled.train --resume              # continue from the checkpoints in --work
@@ -9,6 +11,16 @@ Phases: (1) an AutoencoderKL on random renders (pixels -> 16x16x4 latents); (2) 
 classifier-free-guidance dropout and an EMA of the weights; (4) text-to-image and image-to-image adherence
 measured with `nanobanana.bundled.shapes`; (5) the EMA pipeline saved in diffusers format. Every random choice
 derives from `--seed` and the step number, so a run (and a resumed run) is reproducible.
+
+Fine-tuned to 256 px from a 64 px model (`--init-from`; two processes can run side by side):
+
+    python -m nanobanana.bundled.train --init-from M --mix multi --only-vae --sharp-loss   # upscaling VAE
+    python -m nanobanana.bundled.train --init-from M --mix multi --sample-mix pairs         # UNet, teacher's latents
+    python -m nanobanana.bundled.train --init-from M --mix multi --resume   # both into one 256 px pipeline
+
+The upscaling VAE keeps M's latent space (its decoder draws exact 256 px renders from the latents M's encoder
+gives their 64 px versions; its encoder learns to give those latents), so the UNet needs no retraining for
+the size; it is fine-tuned from M's weights on a multi-object mix for counts and "a ... and a ..." prompts.
 """
 
 from __future__ import annotations
@@ -29,7 +41,10 @@ import torch.nn.functional as F
 
 from nanobanana.bundled.builder import Architecture, build_pipeline
 from nanobanana.bundled.shapes import (
+    COUNT_MIX,
     HELD_OUT_TEMPLATES,
+    MULTI_OBJECT_MIX,
+    PAIR_HEAVY_MIX,
     TRAIN_TEMPLATES,
     VOCABULARY,
     PromptSpec,
@@ -44,6 +59,7 @@ from nanobanana.bundled.shapes import (
 from nanobanana.config import REPO_ROOT, read_yaml, validate
 
 DEFAULT_CONFIG = REPO_ROOT / "configs/models/bundled.yaml"
+MIXES = {"default": COUNT_MIX, "multi": MULTI_OBJECT_MIX, "pairs": PAIR_HEAVY_MIX}
 
 
 @dataclass
@@ -77,6 +93,15 @@ class Settings:
     guidance: float
     resume: bool
     fast: bool
+    init_from: Path | None
+    mix: str
+    only_vae: bool
+    vae_batch_256: int
+    crop_steps: int
+    sample_mix: str | None
+    sharp_loss: bool
+    build_section: str
+    schedule_from: int
 
 
 def _resume_vae(ckpt: Path, vae: torch.nn.Module, opt: torch.optim.Optimizer, phase: str) -> int:
@@ -94,9 +119,9 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def load_architecture(config_path: Path) -> Architecture:
-    """The `build:` section of the model config; an empty vocabulary means the shapes vocabulary."""
-    arch = validate(Architecture, read_yaml(config_path).get("build", {}), f"{config_path} (build)")
+def load_architecture(config_path: Path, section: str = "build") -> Architecture:
+    """The `build:` section (or another) of the model config; an empty vocabulary means the shapes vocabulary."""
+    arch = validate(Architecture, read_yaml(config_path).get(section, {}), f"{config_path} ({section})")
     if not arch.vocabulary:
         arch.vocabulary = list(VOCABULARY)
     return arch
@@ -209,6 +234,89 @@ def finetune_decoder(vae, s: Settings, size: int) -> None:
     vae.eval().requires_grad_(False)
 
 
+def _warm_start(vae, teacher) -> int:
+    """Copy the teacher's layers into the larger VAE where they fit: its encoder's blocks become the last
+    ones of the new encoder (after the extra downsampling blocks), its decoder's the first ones of the new
+    decoder (before the extra upsampling blocks); with channels (8, 16, 16, 32, 32) against the teacher's
+    (16, 32, 32) all of them fit. Returns how many tensors were copied; the rest train from scratch."""
+    extra = len(vae.config.block_out_channels) - len(teacher.config.block_out_channels)
+    own = vae.state_dict()
+    copied = 0
+    for name, tensor in teacher.state_dict().items():
+        if name.startswith("encoder.down_blocks."):
+            index, rest = name[len("encoder.down_blocks.") :].split(".", 1)
+            name = f"encoder.down_blocks.{int(index) + extra}.{rest}"
+        if name in own and own[name].shape == tensor.shape:
+            own[name] = tensor.clone()
+            copied += 1
+    vae.load_state_dict(own)
+    return copied
+
+
+def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
+    """A VAE whose 16x16x4 latents are the `teacher`'s (the 64 px one the UNet was trained on) but whose
+    pictures are `size` px: its decoder learns to draw exact `size` px renders from the latents the teacher
+    gives their small versions, its encoder to give the teacher's latents for the large ones (image-to-
+    image). The UNet needs no retraining for the new size. Resumable."""
+    ckpt = s.work / "vae256_ckpt.pt"
+    _log(f"vae256: {_warm_start(vae, teacher)} tensors copied from the teacher")
+    opt = torch.optim.AdamW(vae.parameters(), lr=s.decoder_lr, weight_decay=0.0)
+    start = _resume_vae(ckpt, vae, opt, "vae256") if s.resume else 0
+    small = teacher.config.sample_size
+    teacher.eval().requires_grad_(False)
+    vae.train()
+    t0, last_ckpt, seen, running = time.time(), time.time(), 0, []
+    for step in range(start, s.decoder_steps):
+        rng = _step_rng(s.seed, "vae256", step)
+        specs = [random_spec(rng, mix=MIXES[s.mix]) for _ in range(s.vae_batch_256)]
+        seeds = [rng.randrange(1 << 30) for _ in specs]
+        x = images_to_tensor([render(spec, size, seed) for spec, seed in zip(specs, seeds, strict=True)])
+        x_small = images_to_tensor([render(spec, small, seed) for spec, seed in zip(specs, seeds, strict=True)])
+        gen = torch.Generator().manual_seed(s.seed * 15485863 + step)
+        with torch.no_grad():
+            target = teacher.encode(x_small).latent_dist
+            mean, logvar = target.mean, target.logvar
+            z = target.mean + target.std * torch.randn(target.mean.shape, generator=gen)
+        if step < s.crop_steps:  # half-size crops first (4x cheaper); whole pictures at the end
+            per_latent = size // mean.shape[-1]
+            side = mean.shape[-1] // 2
+            top, left = rng.randrange(side + 1), rng.randrange(side + 1)
+            mean, logvar = (t[:, :, top : top + side, left : left + side] for t in (mean, logvar))
+            z = z[:, :, top : top + side, left : left + side]
+            x = x[:, :, top * per_latent : (top + side) * per_latent, left * per_latent : (left + side) * per_latent]
+        recon = vae.decode(z).sample
+        posterior = vae.encode(x).latent_dist
+        match = F.mse_loss(posterior.mean, mean) + 0.1 * F.mse_loss(posterior.logvar, logvar)
+        if s.sharp_loss:  # L1 wants each pixel at its likeliest colour: a step, where MSE settles for a ramp
+            pixel_loss = F.l1_loss(recon, x) + 0.1 * F.mse_loss(recon, x)
+        else:
+            pixel_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        loss = pixel_loss + match
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for half in (vae.encoder, vae.quant_conv), (vae.decoder, vae.post_quant_conv):  # apart: unlike scales
+            torch.nn.utils.clip_grad_norm_([p for module in half for p in module.parameters()], 1.0)
+        # --schedule-from: a second cosine from that step (to go on training a finished VAE).
+        begin = min(s.schedule_from, step)
+        lr = s.decoder_lr * 0.5 * (1 + math.cos(math.pi * (step - begin) / max(1, s.decoder_steps - begin)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        seen += len(x)
+        running.append(loss.item())
+        if (step + 1) % s.log_every == 0 or step + 1 == s.decoder_steps:
+            _log_reconstruction(
+                "vae256", step, s.decoder_steps, s.vae_batch_256, running, recon, x, lr, seen / (time.time() - t0)
+            )
+            _log(f"vae256 latent match (mse to the teacher's) {match.item():.4f}")
+            running = []
+        if time.time() - last_ckpt > s.ckpt_minutes * 60 or step + 1 == s.decoder_steps:
+            _save_atomic({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+            last_ckpt = time.time()
+    vae.register_to_config(scaling_factor=teacher.config.scaling_factor)
+    vae.eval().requires_grad_(False)
+
+
 @torch.no_grad()
 def set_scaling_factor(vae, size: int, seed: int) -> float:
     """Scale latents to unit standard deviation, as SD does with its 0.18215."""
@@ -226,12 +334,13 @@ def set_scaling_factor(vae, size: int, seed: int) -> float:
 @torch.no_grad()
 def build_latent_cache(vae, s: Settings, size: int) -> dict:
     """Render `dataset_size` training specs (held-out combos excluded) and keep their latent mean/std."""
-    path = s.work / f"latents_{s.seed}_{s.dataset_size}.pt"
+    suffix = "" if s.mix == "default" else f"_{s.mix}"
+    path = s.work / f"latents_{s.seed}_{s.dataset_size}{suffix}.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
     exclude = held_out_combos()
     rng = random.Random(f"{s.seed}/dataset")
-    specs = [random_spec(rng, exclude) for _ in range(s.dataset_size)]
+    specs = [random_spec(rng, exclude, MIXES[s.mix]) for _ in range(s.dataset_size)]
     means, stds, t0 = [], [], time.time()
     for i in range(0, len(specs), 256):
         x = images_to_tensor([render(spec, size, rng.randrange(1 << 30)) for spec in specs[i : i + 256]])
@@ -300,6 +409,17 @@ def _average_gradients(params: Sequence[torch.nn.Parameter], stop: bool) -> bool
     return bool(flat[-1] > 0)
 
 
+def _kind(spec: PromptSpec) -> str:
+    return "pair" if spec.second else {1: "one", 2: "two", 3: "three"}[spec.count]
+
+
+def _sampling_weights(specs: Sequence[PromptSpec], mix: dict[str, float]) -> torch.Tensor:
+    """Per-entry weights that make draws from the cache follow `mix` (shares of one/two/three/pair)."""
+    kinds = [_kind(spec) for spec in specs]
+    present = {k: kinds.count(k) for k in set(kinds)}
+    return torch.tensor([mix.get(k, 0.0) / present[k] for k in kinds], dtype=torch.float64)
+
+
 def train_unet(pipe, cache: dict, s: Settings, on_eval: Callable[[object, int], None]) -> EMA:
     from diffusers import DDPMScheduler
 
@@ -342,6 +462,7 @@ def train_unet(pipe, cache: dict, s: Settings, on_eval: Callable[[object, int], 
         _save_atomic(state, ckpt)
 
     specs, means, stds = cache["specs"], cache["mean"], cache["std"]
+    weights = _sampling_weights(specs, MIXES[s.sample_mix]) if s.sample_mix else None
     factor = pipe.vae.config.scaling_factor
     alphas = noise_sched.alphas_cumprod
     unet.train()
@@ -355,7 +476,10 @@ def train_unet(pipe, cache: dict, s: Settings, on_eval: Callable[[object, int], 
         # Rank 0 draws exactly what a single-process run draws; other ranks draw their own share.
         rng = _step_rng(s.seed, "unet" + (f"/rank{rank}" if rank else ""), step)
         gen = torch.Generator().manual_seed(s.seed * 104729 + step + 7919 * rank)
-        idx = torch.randint(0, len(specs), (local_batch,), generator=gen)
+        if weights is None:
+            idx = torch.randint(0, len(specs), (local_batch,), generator=gen)
+        else:
+            idx = torch.multinomial(weights, local_batch, replacement=True, generator=gen)
         x0 = (means[idx].float() + stds[idx].float() * torch.randn(means[idx].shape, generator=gen)) * factor
         captions = ["" if rng.random() < s.cfg_dropout else random_caption(specs[i], rng) for i in idx.tolist()]
         ids = tokenizer(
@@ -418,7 +542,8 @@ def train_unet(pipe, cache: dict, s: Settings, on_eval: Callable[[object, int], 
 
 
 def eval_cases(per_group: int, seed: int = 999) -> dict[str, list[tuple[str, PromptSpec]]]:
-    """(prompt, expected spec) per group: seen combos, held-out combos, unseen phrasings, 2-3 objects.
+    """(prompt, expected spec) per group: seen combos, held-out combos, unseen phrasings, 2-3 objects, two
+    different objects ("pair"; new groups go last so the earlier ones keep their prompts).
     Single objects are centred unless a position is drawn for the `position` group."""
     rng = random.Random(f"eval/{seed}")
     held = sorted(held_out_combos())
@@ -428,6 +553,7 @@ def eval_cases(per_group: int, seed: int = 999) -> dict[str, list[tuple[str, Pro
         "phrasing": [],
         "position": [],
         "count": [],
+        "pair": [],
     }
     while len(groups["seen"]) < per_group:
         spec = random_spec(rng, set(held))
@@ -451,6 +577,9 @@ def eval_cases(per_group: int, seed: int = 999) -> dict[str, list[tuple[str, Pro
         spec = random_spec(rng, set(held))
         if spec.count > 1:
             groups["count"].append((caption(spec, rng.choice(TRAIN_TEMPLATES)), spec))
+    while len(groups["pair"]) < per_group:
+        spec = random_spec(rng, set(held), {"pair": 1.0})
+        groups["pair"].append((caption(spec, rng.choice(TRAIN_TEMPLATES)), spec))
     return groups
 
 
@@ -473,7 +602,8 @@ def evaluate(pipe, per_group: int, steps: int, guidance: float, seed: int = 999)
                     totals.setdefault(key, []).append(ok)
         results[group] = {k: round(float(np.mean(v)), 3) for k, v in totals.items()}
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
-    init = render(PromptSpec("red", "circle", "white", "center", 1), 64, seed)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    init = render(PromptSpec("red", "circle", "white", "center", 1), size, seed)
     n = max(1, per_group // 2)
     gens = [torch.Generator().manual_seed(seed * 2000 + j) for j in range(n)]
     images = img2img(
@@ -506,6 +636,10 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--out", type=Path, default=REPO_ROOT / "models/nanobanana-shapes", help="final pipeline")
     p.add_argument("--work", type=Path, default=REPO_ROOT / "runs/bundled", help="checkpoints, caches, logs")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="model config with a build: section")
+    p.add_argument(
+        "--build-section", default="build",
+        help="the config section with the architecture (build_base: the 64 px model the 256 px one starts from)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (more spin on a busy CPU)")
     p.add_argument("--vae-steps", type=int, default=1200)
@@ -536,6 +670,25 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: config defaults)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --work")
     p.add_argument("--fast", action="store_true", help="a few steps of each phase (tests)")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="fine-tune: start the UNet and text encoder from this pipeline, and train an upscaling VAE "
+        "(the config's sample_size) on its VAE's latents instead of a VAE from scratch",
+    )
+    p.add_argument("--mix", choices=sorted(MIXES), default="default", help="shares of 1/2/3/two-kind pictures")
+    p.add_argument(
+        "--sample-mix", choices=sorted(MIXES), default=None,
+        help="UNet phase: draw from the latent cache in these shares instead of the cache's own",
+    )
+    p.add_argument(
+        "--sharp-loss", action="store_true", help="upscaling VAE: mostly L1 on pixels (crisper edges than MSE)"
+    )
+    p.add_argument("--schedule-from", type=int, default=0, help="upscaling VAE: restart the cosine at this step")
+    p.add_argument("--only-vae", action="store_true", help="with --init-from: train the upscaling VAE and stop")
+    p.add_argument("--vae-batch-256", type=int, default=8, help="batch of the upscaling VAE phase")
+    p.add_argument("--crop-steps", type=int, default=0, help="upscaling VAE: first steps on half-size crops")
     a = p.parse_args(argv)
     defaults = read_yaml(a.config).get("defaults", {})
     s = Settings(
@@ -568,14 +721,46 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         guidance=a.guidance or defaults.get("guidance", 4.0),
         resume=a.resume,
         fast=a.fast,
+        init_from=a.init_from,
+        mix=a.mix,
+        only_vae=a.only_vae,
+        vae_batch_256=a.vae_batch_256,
+        crop_steps=a.crop_steps,
+        sample_mix=a.sample_mix,
+        sharp_loss=a.sharp_loss,
+        build_section=a.build_section,
+        schedule_from=a.schedule_from,
     )
     if s.fast:  # explicit step counts still win, so tests can resume a fast run for a few more steps
         s.vae_steps = a.vae_steps if a.vae_steps != p.get_default("vae_steps") else 2
         s.unet_steps = a.unet_steps if a.unet_steps != p.get_default("unet_steps") else 3
         s.decoder_steps = a.decoder_steps if a.decoder_steps != p.get_default("decoder_steps") else 2
         s.vae_batch, s.decoder_batch, s.vae_crop, s.dataset_size, s.batch, s.warmup = 4, 4, 32, 32, 8, 1
+        s.vae_batch_256 = 2
         s.log_every, s.eval_minutes, s.eval_per_group, s.steps = 1, 0, 1, 2
     return s
+
+
+def _init_from(pipe, source: Path):
+    """Load the UNet and text encoder weights of the pipeline at `source` into `pipe` (same architecture and
+    vocabulary); returns its VAE, the teacher whose latent space the UNet knows."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(source / "unet")
+    text_encoder = CLIPTextModel.from_pretrained(source / "text_encoder")
+    if pipe.tokenizer.get_vocab() != _vocab_of(source):
+        raise SystemExit(f"--init-from {source}: its tokenizer's vocabulary differs from the config's.")
+    pipe.unet.load_state_dict(unet.state_dict())
+    pipe.text_encoder.load_state_dict(text_encoder.state_dict())
+    _log(f"init: UNet and text encoder from {source}")
+    return AutoencoderKL.from_pretrained(source / "vae")
+
+
+def _vocab_of(source: Path) -> dict[str, int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source / "tokenizer").get_vocab()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -585,11 +770,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch.distributed as dist
 
         dist.init_process_group("gloo")
-        if not (s.resume and (s.work / "vae" / "config.json").exists()):
+        if s.init_from is None and not (s.resume and (s.work / "vae" / "config.json").exists()):
             raise SystemExit("Several processes train only the UNet: run the VAE phase first, then --resume.")
     torch.manual_seed(s.seed)
     s.work.mkdir(parents=True, exist_ok=True)
-    arch = load_architecture(s.config)
+    arch = load_architecture(s.config, s.build_section)
     pipe = build_pipeline(arch, seed=s.seed)
     n_params = {k: sum(p.numel() for p in getattr(pipe, k).parameters()) for k in ("vae", "unet", "text_encoder")}
     _log(f"parameters: {n_params}; settings: {s}")
@@ -598,13 +783,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from diffusers import AutoencoderKL
 
     vae_dir = s.work / "vae"
-    if s.only_decoder:
+    teacher = None
+    if s.init_from is not None:
+        teacher = _init_from(pipe, s.init_from)
+        if s.resume and (vae_dir / "config.json").exists():
+            pipe.vae = AutoencoderKL.from_pretrained(vae_dir)
+            _log("vae: loaded the trained upscaling VAE from the work folder")
+        elif s.only_vae:
+            train_upscaling_vae(pipe.vae, teacher, s, arch.sample_size)
+            pipe.vae.save_pretrained(vae_dir)
+            _log(f"vae256: done in {(time.time() - t0) / 60:.1f} min, saved {vae_dir}")
+            return 0
+        else:  # the UNet trains on the teacher's latents; evaluations meanwhile decode with it too
+            _log("vae: no upscaling VAE in the work folder yet: evaluating with the teacher's")
+            pipe.vae = teacher
+        if s.only_vae:
+            return 0
+    elif s.only_decoder:
         vae = AutoencoderKL.from_pretrained(vae_dir)
         finetune_decoder(vae, s, arch.sample_size)
         vae.save_pretrained(vae_dir)
         _log(f"decoder: done in {(time.time() - t0) / 60:.1f} min, saved {vae_dir}")
         return 0
-    if s.resume and (vae_dir / "config.json").exists():
+    elif s.resume and (vae_dir / "config.json").exists():
         pipe.vae = AutoencoderKL.from_pretrained(vae_dir)
         _log("vae: loaded the trained VAE from the work folder")
     else:
@@ -614,9 +815,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe.vae.save_pretrained(vae_dir)
         _log(f"vae: done in {(time.time() - t0) / 60:.1f} min, scaling factor {factor}")
     pipe.vae.eval().requires_grad_(False)
-    pipe.register_modules(vae=pipe.vae)
+    # A new pipeline object: its image processor and vae_scale_factor follow the VAE it is given.
+    pipe = type(pipe)(**{**pipe.components, "vae": pipe.vae})
 
-    cache = build_latent_cache(pipe.vae, s, arch.sample_size)
+    if teacher is not None:
+        cache = build_latent_cache(teacher, s, teacher.config.sample_size)
+    else:
+        cache = build_latent_cache(pipe.vae, s, arch.sample_size)
     history = []
 
     def on_eval(snapshot, step: int) -> None:

@@ -72,6 +72,36 @@ def test_fast_training_saves_a_loadable_pipeline_and_resumes(tmp_path, capsys, r
     assert json.loads((work / "eval_final.json").read_text())["seen"].keys() >= {"colour", "shape"}
 
 
+@pytest.mark.slow
+@shipped
+def test_fine_tuning_at_a_larger_size_keeps_the_latents_and_resumes(tmp_path, capsys, request):
+    """The 256 px recipe: an upscaling VAE on the shipped model's latents, then the UNet fine-tuned from the
+    shipped weights on multi-object pictures; a resumed run assembles both into a 256 px pipeline."""
+    import yaml
+    from diffusers import AutoPipelineForText2Image
+
+    from nanobanana.bundled.train import main
+
+    config = read_yaml(CONFIG)
+    config["build"].update(sample_size=256, vae_channels=[8, 16, 16, 32, 32], vae_norm_groups=2)
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(config))
+    out, work = tmp_path / "model", tmp_path / "work"
+    threads = torch.get_num_threads()
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    args = ["--fast", "--out", str(out), "--work", str(work), "--threads", "1", "--config", str(tmp_path / "big.yaml"),
+            "--init-from", str(MODEL), "--mix", "multi"]
+    assert main([*args, "--only-vae", "--crop-steps", "1"]) == 0
+    assert main([*args, "--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "init: UNet and text encoder from" in log and "loaded the trained upscaling VAE" in log
+    loaded = AutoPipelineForText2Image.from_pretrained(out, local_files_only=True)
+    assert loaded.vae.config.scaling_factor == pytest.approx(read_yaml(MODEL / "vae/config.json")["scaling_factor"])
+    image = loaded("a red circle and a blue square", num_inference_steps=2,
+                   generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (256, 256)
+    assert "pair" in json.loads((work / "eval_final.json").read_text())
+
+
 def test_training_script_documents_its_options(capsys):
     from nanobanana.bundled.train import main
 

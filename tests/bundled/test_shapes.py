@@ -10,6 +10,7 @@ import pytest
 from nanobanana.bundled.shapes import (
     BACKGROUNDS,
     HELD_OUT_TEMPLATES,
+    MULTI_OBJECT_MIX,
     POSITIONS,
     SHAPE_COLOURS,
     SHAPES,
@@ -59,6 +60,27 @@ def test_random_training_images_score_perfectly():
         assert all(score(analyse(render(spec, 64, seed)), spec).values()), spec
 
 
+@pytest.mark.parametrize("size", [64, 256])
+def test_multi_object_training_images_score_perfectly_at_both_sizes(size):
+    rng = random.Random(11)
+    for seed in range(60):
+        spec = random_spec(rng, mix=MULTI_OBJECT_MIX).filled()
+        assert all(score(analyse(render(spec, size, seed)), spec).values()), spec
+
+
+def test_two_different_objects_are_drawn_left_to_right_in_the_order_named():
+    spec = parse_prompt("a red circle and a blue square on white").filled()
+    assert spec == PromptSpec("red", "circle", "white", None, 2, ("blue", "square"))
+    result = analyse(render(spec, 256, seed=1))
+    left, right = sorted(result.objects, key=lambda o: o.centre[0])
+    assert (left.colour, left.shape, right.colour, right.shape) == ("red", "circle", "blue", "square")
+    fields = ("colour", "shape", "colour_shape", "count", "background", "order")
+    assert score(result, spec) == dict.fromkeys(fields, True)
+    swapped = analyse(render(PromptSpec("blue", "square", "white", None, 2, ("red", "circle")), 256, seed=1))
+    assert score(swapped, spec)["colour_shape"] and not score(swapped, spec)["order"]
+    assert not score(analyse(render(PromptSpec("red", "circle", "white", None, 2), 256)), spec)["colour_shape"]
+
+
 def test_render_is_deterministic_by_seed_and_anti_aliased():
     spec = PromptSpec("green", "star", "purple", "left", 1)
     a, b = np.asarray(render(spec, 64, seed=3)), np.asarray(render(spec, 64, seed=3))
@@ -93,16 +115,21 @@ def test_blank_image_has_no_objects():
         ("two green stars on the left", PromptSpec("green", "star", None, "left", 2)),
         ("Three Yellow Squares, grey background", PromptSpec("yellow", "square", "gray", None, 3)),
         ("black background with a white star at the top", PromptSpec("white", "star", "black", "top", 1)),
+        ("a red circle and a blue square", PromptSpec("red", "circle", None, None, 2, ("blue", "square"))),
+        ("a blue background with a red star and a green star",
+         PromptSpec("red", "star", "blue", None, 2, ("green", "star"))),
+        ("a red circle and a red circle", PromptSpec("red", "circle", None, None, 1)),
     ],
 )
 def test_prompts_parse_into_what_they_ask_for(prompt, expected):
     assert parse_prompt(prompt) == expected
 
 
-def test_every_phrasing_parses_back_to_its_spec():
+@pytest.mark.parametrize("mix", [None, MULTI_OBJECT_MIX])
+def test_every_phrasing_parses_back_to_its_spec(mix):
     rng = random.Random(3)
     for _ in range(300):
-        spec = random_spec(rng).filled()
+        spec = random_spec(rng, mix=mix).filled()
         assert parse_prompt(random_caption(spec, rng)).filled() == spec
         for template in TRAIN_TEMPLATES + HELD_OUT_TEMPLATES:
             assert parse_prompt(caption(spec, template)).filled() == spec, template

@@ -196,6 +196,8 @@ def analyse(image: Image.Image) -> Analysis:
 def score(analysis: Analysis, spec: PromptSpec) -> dict[str, bool]:
     """Which stated parts of `spec` the image shows: colour, shape, colour_shape, background, position,
     count. Fields that are None in `spec` are left out (use `spec.filled()` to check the conventions)."""
+    if spec.second is not None:
+        return _score_pair(analysis, spec)
     main = analysis.main
     result: dict[str, bool] = {}
     if spec.colour is not None:
@@ -211,3 +213,49 @@ def score(analysis: Analysis, spec: PromptSpec) -> dict[str, bool]:
     if spec.count is not None:
         result["count"] = analysis.count == spec.count
     return result
+
+
+def _score_pair(analysis: Analysis, spec: PromptSpec) -> dict[str, bool]:
+    """Two different objects: the two largest must be the two asked for, in either place; `order` checks
+    the first-named one is on the left, as the training pictures draw it."""
+    wanted = sorted([(spec.colour, spec.shape), spec.second])
+    found = analysis.objects[:2]
+    seen = sorted((o.colour, o.shape) for o in found)
+    result = {
+        "colour": sorted(c for c, _ in seen) == sorted(c for c, _ in wanted),
+        "shape": sorted(s for _, s in seen) == sorted(s for _, s in wanted),
+        "colour_shape": seen == wanted,
+        "count": analysis.count == 2,
+    }
+    if spec.background is not None:
+        result["background"] = analysis.background == spec.background
+    left = min(found, key=lambda o: o.centre[0]) if len(found) == 2 else None
+    result["order"] = left is not None and (left.colour, left.shape) == (spec.colour, spec.shape) and seen == wanted
+    return result
+
+
+def edge_width(image: Image.Image, side: int = 256) -> float | None:
+    """How soft the main object's outline is: pixels part-way (10-90 %) between the object's and the
+    background's colours near the outline, per outline pixel, in pixels of an image `side` px wide (a 64 px
+    picture shown at 256 px counts 4x). A supersampled render scores about 1; None without an object."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    h, w, _ = pixels.shape
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    bg = np.median(border, axis=0)
+    distance = np.linalg.norm(pixels - bg, axis=2)
+    regions = [r for r in _components(distance > BACKGROUND_DISTANCE) if len(r) >= MIN_OBJECT_FRACTION * h * w]
+    if not regions:
+        return None
+    region = max(regions, key=len)
+    d = distance[region[:, 0], region[:, 1]]
+    core = d >= np.quantile(d, 0.5)
+    direction = np.median(pixels[region[core, 0], region[core, 1]], axis=0) - bg
+    t = np.clip(((pixels - bg) @ direction) / float(direction @ direction), 0.0, 1.0)
+    inside = t >= 0.5
+    interior = np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1)
+    outline = inside & ~interior
+    near = outline.copy()
+    for _ in range(max(2, w // 16)):  # the band around the outline where a soft edge can be
+        near = near | np.roll(near, 1, 0) | np.roll(near, -1, 0) | np.roll(near, 1, 1) | np.roll(near, -1, 1)
+    soft = near & (t > 0.1) & (t < 0.9)
+    return float(soft.sum() / max(1, outline.sum()) * side / w)

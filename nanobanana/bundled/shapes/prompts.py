@@ -87,6 +87,8 @@ class PromptSpec:
     background: str | None = None
     position: str | None = None
     count: int | None = None
+    # A second, different object ("a red circle and a blue square"): (colour, shape), drawn on the right.
+    second: tuple[str, str] | None = None
 
     def filled(self) -> PromptSpec:
         """The spec with the training conventions applied: white background, center, one object."""
@@ -94,7 +96,7 @@ class PromptSpec:
             self,
             background=self.background or DEFAULT_BACKGROUND,
             position=self.position or (DEFAULT_POSITION if (self.count or 1) == 1 else None),
-            count=self.count or 1,
+            count=2 if self.second else (self.count or 1),
         )
 
 
@@ -108,42 +110,62 @@ def parse_prompt(text: str) -> PromptSpec:
 
     "two blue stars on a black background" -> PromptSpec("blue", "star", "black", None, 2). The colour
     right before the word "background" (or after "on", as in "a red circle on blue") is the background;
-    the first other colour is the object's.
+    the first other colour is the object's. "and" after a shape starts a second object: "a red circle and
+    a blue square on white" -> red circle, second (blue, square), count 2.
     """
     words = _words(text)
-    colour = shape = background = position = None
+    colours: list[str | None] = [None, None]
+    shapes: list[str | None] = [None, None]
+    background = position = None
     count = None
+    part = 0
     for i, word in enumerate(words):
         nxt = words[i + 1] if i + 1 < len(words) else ""
         prev = words[i - 1] if i > 0 else ""
-        if word in COLOURS:
+        if word == "and" and part == 0 and shapes[0] is not None:
+            part = 1
+        elif word in COLOURS:
             if nxt == "background" or (prev == "on" and nxt not in SHAPES and nxt not in PLURALS):
                 background = background or word
-            elif colour is None:
-                colour = word
+            elif colours[part] is None:
+                colours[part] = word
             else:
                 background = background or word
         elif word in SHAPES or word in PLURALS:
-            shape = shape or PLURALS.get(word, word)
-            if word in PLURALS and count is None:
+            shapes[part] = shapes[part] or PLURALS.get(word, word)
+            if word in PLURALS and count is None and part == 0:
                 count = 2
-        elif word in NUMBER_WORDS and word not in {"a", "an"}:
+        elif word in NUMBER_WORDS and word not in {"a", "an"} and part == 0:
             count = NUMBER_WORDS[word]
         elif word in {"left", "right", "top", "bottom", "center"}:
             position = word
-    if count is None and shape is not None:
+    second = None
+    if shapes[1] is not None and colours[1] is not None and (colours[1], shapes[1]) != (colours[0], shapes[0]):
+        second = (colours[1], shapes[1])
+        count, position = 2, None
+    if count is None and shapes[0] is not None:
         count = 1
-    return PromptSpec(colour, shape, background, position, count)
+    return PromptSpec(colours[0], shapes[0], background, position, count, second)
+
+
+def _object_phrase(colour: str, shape: str, n: int) -> tuple[str, str]:
+    """("a red circle", "red circle") or ("two red circles", "two red circles")."""
+    noun = shape + ("s" if n > 1 else "")
+    article = "an" if colour[0] in "aeiou" else "a"
+    obj = f"{article} {colour} {noun}" if n == 1 else f"{COUNT_WORDS[n]} {colour} {noun}"
+    return obj, (f"{colour} {noun}" if n == 1 else obj)
 
 
 def caption(spec: PromptSpec, template: str) -> str:
     """Write `spec` with one template (see `TRAIN_TEMPLATES`); position is said only for one object."""
     spec = spec.filled()
     n = spec.count
-    noun = spec.shape + ("s" if n > 1 else "")
-    article = "an" if spec.colour[0] in "aeiou" else "a"
-    obj = f"{article} {spec.colour} {noun}" if n == 1 else f"{COUNT_WORDS[n]} {spec.colour} {noun}"
-    bare = f"{spec.colour} {noun}" if n == 1 else obj
+    if spec.second:  # "a red circle and a blue square" / "red circle and blue square"
+        obj, bare = _object_phrase(spec.colour, spec.shape, 1)
+        obj2, bare2 = _object_phrase(*spec.second, 1)
+        obj, bare = f"{obj} and {obj2}", f"{bare} and {bare2}"
+    else:
+        obj, bare = _object_phrase(spec.colour, spec.shape, n)
     pos = ""
     if n == 1 and spec.position != DEFAULT_POSITION:
         pos = " " + POSITION_PHRASES[spec.position][0]
@@ -161,7 +183,7 @@ def random_caption(spec: PromptSpec, rng: random.Random, templates: list[str] | 
         if spec.background == DEFAULT_BACKGROUND and rng.random() < 0.3:
             templates = TRAIN_TEMPLATES_NO_BG
     text = caption(spec, rng.choice(templates))
-    if spec.count == 1:
+    if spec.count == 1 and not spec.second:
         phrases = POSITION_PHRASES[spec.position]
         said = phrases[0]
         if spec.position == DEFAULT_POSITION:

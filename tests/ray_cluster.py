@@ -12,7 +12,6 @@ stops every Ray process on the machine).
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -20,41 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    # Not tests.helpers.free_port: that module imports the model code, and this one runs as a small process.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` different free ports (two calls of free_port may hand out the same one)."""
-    ports: set[int] = set()
-    while len(ports) < count:
-        ports.add(free_port())
-    return sorted(ports)
-
-
-def free_port_range(size: int, low: int = 20000, high: int = 32000) -> int:
-    """The first port of `size` + 1 consecutive free ports, below the kernel's ephemeral range (from 32768),
-    where free_port's picks land: Ray refuses to start when its worker ports overlap another component's."""
-    rng = random.Random()
-    for _ in range(100):
-        base = rng.randrange(low, high - size)
-        if all(_bindable(port) for port in range(base, base + size + 1)):
-            return base
-    raise RuntimeError(f"no {size + 1} consecutive free ports between {low} and {high}")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
+from tests.processes import free_port, free_port_range, free_ports, run_until_signalled
 
 RAY = Path(sys.executable).with_name("ray")
 PORT_FLAGS = ["node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-port",
@@ -73,7 +38,7 @@ class RayHead:
 
     def start(self, timeout: float = 120) -> RayHead:
         self.folder.mkdir(parents=True, exist_ok=True)
-        chosen = [port for port in free_ports(len(PORT_FLAGS) + 1) if port != self.port][: len(PORT_FLAGS)]
+        chosen = free_ports(len(PORT_FLAGS), taken={self.port})
         ports = [f"--{flag}={port}" for flag, port in zip(PORT_FLAGS, chosen, strict=True)]
         worker_port = free_port_range(200)
         command = [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
@@ -134,15 +99,7 @@ def _group_alive(group: int) -> bool:
 def main() -> int:
     head = RayHead(Path(sys.argv[1])).start()
     print(head.address, flush=True)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-    try:
-        while not stop and head.process and head.process.poll() is None:
-            time.sleep(0.5)
-    finally:
-        head.stop()
-    return 0
+    return run_until_signalled(lambda: head.process is not None and head.process.poll() is None, head.stop)
 
 
 if __name__ == "__main__":

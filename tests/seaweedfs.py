@@ -12,18 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    # Not tests.helpers.free_port: that module imports the model code, and this one runs as a small process.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.processes import free_port, free_ports, run_until_signalled
 
 WEED = Path(sys.executable).with_name("weed")
 ACCESS_KEY, SECRET_KEY = "nanobanana-test", "nanobanana-test-secret"  # loopback only, made up per run
@@ -43,7 +37,8 @@ class SeaweedFS:
 
     def start(self, timeout: float = 60) -> SeaweedFS:
         self.folder.mkdir(parents=True, exist_ok=True)
-        ports = [f"-{flag}={free_port()}" for flag in PORT_FLAGS]
+        chosen = free_ports(len(PORT_FLAGS), taken={self.port})
+        ports = [f"-{flag}={port}" for flag, port in zip(PORT_FLAGS, chosen, strict=True)]
         command = [str(WEED), "mini", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                    f"-s3.port={self.port}", f"-bucket={self.bucket}", "-admin.ui=false", "-webdav=false",
                    "-master.volumeSizeLimitMB=64", *ports]
@@ -129,17 +124,13 @@ def main() -> int:
     port = int(sys.argv[2]) if len(sys.argv) > 2 else None
     server = SeaweedFS(folder, port=port).start()
     print(server.endpoint, flush=True)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-    try:
-        while not stop and server.process and server.process.poll() is None:
-            time.sleep(0.5)
-    finally:
+
+    def stop() -> None:
         server.stop()
         if "--remove" in sys.argv:
             shutil.rmtree(folder, ignore_errors=True)
-    return 0
+
+    return run_until_signalled(lambda: server.process is not None and server.process.poll() is None, stop)
 
 
 if __name__ == "__main__":

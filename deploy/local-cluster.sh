@@ -57,6 +57,8 @@ export NANOBANANA_SERVICE__STORAGE__S3_ENDPOINT='$s3'
 export AWS_ACCESS_KEY_ID='$("$PY" -c 'from tests.seaweedfs import ACCESS_KEY; print(ACCESS_KEY)')'
 export AWS_SECRET_ACCESS_KEY='$("$PY" -c 'from tests.seaweedfs import SECRET_KEY; print(SECRET_KEY)')'
 export NANOBANANA_SERVICE__JOBS__WORKER=ray
+# Every Ray client of this cluster: loopback only, and the head's token (tests/ray_cluster.py cluster_env).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH='$STATE/ray/auth_token'
 export NANOBANANA_SERVICE__JOBS__RAY__ADDRESS='$ray_address'
 export NANOBANANA_SERVICE__JOBS__RAY__DEPLOYMENT__NUM_REPLICAS='${NANOBANANA_REPLICAS:-1}'
 export NANOBANANA_SESSION_SECRET='$(openssl rand -hex 32)'

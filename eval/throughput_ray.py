@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         apps: dict[str, App] = {}
         try:
             with SeaweedFS(root / "seaweedfs") as s3, RayHead(root / "ray") as head:
-                base = {**os.environ, **s3.env, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                base = {**os.environ, **s3.env, **head.env, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
                         "NANOBANANA_SESSION_SECRET": secrets.token_hex(16),
                         "NANOBANANA_SERVICE__ALLOWANCE__ANONYMOUS_IMAGES_PER_DAY": "100000000",
                         "NANOBANANA_SERVICE__STORAGE__S3_ENDPOINT": s3.endpoint,

@@ -8,6 +8,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Before anything imports ray (it reads this once): Ray clients here connect over loopback only.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from pathlib import Path
 
@@ -107,8 +109,12 @@ def ray_head():
     from tests.ray_cluster import RayHead
 
     folder = Path(tempfile.mkdtemp(prefix="nbray-", dir="/tmp"))
+    saved = dict(os.environ)
     try:
         with RayHead(folder) as head:
+            os.environ.update(head.env)  # this process's clients and every process the tests start
             yield head
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         shutil.rmtree(folder, ignore_errors=True)

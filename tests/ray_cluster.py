@@ -12,6 +12,7 @@ stops every Ray process on the machine).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +23,22 @@ from pathlib import Path
 from tests.processes import free_port, free_port_range, free_ports, run_until_signalled
 
 RAY = Path(sys.executable).with_name("ray")
+# Ray's own switch (meant for Windows and macOS) that keeps it on loopback: otherwise every client turns a
+# 127.0.0.1 address into the machine's outward one before connecting.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def cluster_env(folder: Path) -> dict[str, str]:
+    """What every process of a local cluster shares (the head, `nanobanana worker --ray`, web replicas,
+    in-process clients): loopback only, and Ray's token authentication with a token made here (0600). Left
+    to itself Ray 2.60 turns tokens on for a head when ~/.ray/auth_token exists, but not for its clients."""
+    token = folder / "auth_token"
+    if not token.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    return {**LOOPBACK_ONLY, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
 PORT_FLAGS = ["node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-port",
               "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
               "metrics-export-port"]
@@ -34,6 +51,7 @@ class RayHead:
         self.address = f"127.0.0.1:{self.port}"
         self.num_cpus = num_cpus
         self.object_store_mb = object_store_mb
+        self.env = cluster_env(folder)
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120) -> RayHead:
@@ -47,7 +65,7 @@ class RayHead:
                    "--disable-usage-stats", f"--min-worker-port={worker_port}",
                    f"--max-worker-port={worker_port + 200}", *ports]
         log = (self.folder / "ray-head.log").open("ab")
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+        env = {**os.environ, **self.env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout

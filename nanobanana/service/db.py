@@ -8,6 +8,7 @@ here so the schema reads in one place; the migrations in `nanobanana/migrations/
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import secrets
 import threading
 from collections.abc import Iterator
@@ -322,7 +323,7 @@ def upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     try:
-        with _MIGRATION_LOCK, engine.connect() as connection:
+        with _MIGRATION_LOCK, _sqlite_file_lock(engine), engine.connect() as connection:
             if connection.dialect.name == "postgresql":
                 # Replicas starting at once take turns; the later ones find the schema up to date.
                 connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
@@ -331,6 +332,23 @@ def upgrade(engine: Engine) -> None:
             connection.commit()
     except Exception as exc:
         raise DatabaseError(f"Could not prepare the database at {engine.url!r}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Processes starting at once on one SQLite file take turns migrating it. SQLite's own write lock is not
+    enough: Alembic commits between migrations, so a second process could read an old version and run a
+    migration again ("table jobs already exists")."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class Database:

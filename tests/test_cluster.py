@@ -74,15 +74,13 @@ class WebReplica:
 
 @pytest.fixture(scope="module")
 def layout(ray_head, s3_server, tiny_model_dir, tmp_path_factory):
-    from tests.service.conftest import POSTGRES_URL
+    from tests.service.conftest import fresh_postgres_database
 
-    if not POSTGRES_URL:
-        pytest.skip("NANOBANANA_TEST_POSTGRES_URL is not set (see .ci/start-postgres.sh)")
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    name = f"nb_cluster_{secrets.token_hex(6)}"
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with fresh_postgres_database("nb_cluster") as url:
+        yield from _started(url, ray_head, s3_server, tiny_model_dir, tmp_path_factory)
+
+
+def _started(url, ray_head, s3_server, tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
     prefix = f"c{secrets.token_hex(4)}"
     app_name = f"nb-cluster-{secrets.token_hex(3)}"
@@ -130,9 +128,6 @@ def layout(ray_head, s3_server, tiny_model_dir, tmp_path_factory):
         subprocess.run([sys.executable, "-c", delete], env=env, capture_output=True, timeout=120)
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 class Actor:

@@ -8,6 +8,7 @@ pipeline and injectable failures, for tests that run hundreds of requests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -23,22 +24,29 @@ POSTGRES_URL = os.environ.get("NANOBANANA_TEST_POSTGRES_URL")
 
 
 # -- databases --------------------------------------------------------------------------------------
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test (skips without NANOBANANA_TEST_POSTGRES_URL)."""
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str = "nb_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database (its URL), dropped afterwards; skips without
+    NANOBANANA_TEST_POSTGRES_URL. Shared by the per-test fixture and the cluster tests' module fixtures."""
     if not POSTGRES_URL:
         pytest.skip("NANOBANANA_TEST_POSTGRES_URL is not set (see .ci/start-postgres.sh)")
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"nb_test_{secrets.token_hex(6)}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    name = f"{prefix}_{secrets.token_hex(6)}"
     with admin.connect() as c:
         c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
+        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as c:
             c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (skips without NANOBANANA_TEST_POSTGRES_URL)."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

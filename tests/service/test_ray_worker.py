@@ -28,15 +28,13 @@ LEASE = 4.0
 @pytest.fixture(scope="module")
 def cluster(ray_head, s3_server, tiny_model_dir, tmp_path_factory):
     """The database, the bucket prefix and the deployed worker app (one replica) for this module."""
-    from tests.service.conftest import POSTGRES_URL
+    from tests.service.conftest import fresh_postgres_database
 
-    if not POSTGRES_URL:
-        pytest.skip("NANOBANANA_TEST_POSTGRES_URL is not set (see .ci/start-postgres.sh)")
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    name = f"nb_ray_{secrets.token_hex(6)}"
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with fresh_postgres_database("nb_ray") as url:
+        yield from _deployed(url, ray_head, s3_server, tiny_model_dir, tmp_path_factory)
+
+
+def _deployed(url, ray_head, s3_server, tiny_model_dir, tmp_path_factory):
     env = {**s3_server.env, "NANOBANANA_MODEL": str(tiny_model_dir), "HF_HUB_OFFLINE": "1",
            "NANOBANANA_SAFETY__PROMPT__SEMANTIC__ENABLED": "false", "NANOBANANA_SAFETY__IMAGE__ENABLED": "false",
            "OMP_NUM_THREADS": "1"}
@@ -62,9 +60,6 @@ def cluster(ray_head, s3_server, tiny_model_dir, tmp_path_factory):
         serve.delete(ray.app_name)
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _generator():

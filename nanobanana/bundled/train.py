@@ -102,6 +102,8 @@ class Settings:
     sharp_loss: bool
     build_section: str
     schedule_from: int
+    border_weight: float = 1.0
+    freeze_encoder: bool = False
 
 
 def _resume_vae(ckpt: Path, vae: torch.nn.Module, opt: torch.optim.Optimizer, phase: str) -> int:
@@ -253,6 +255,27 @@ def _warm_start(vae, teacher) -> int:
     return copied
 
 
+def _border_weights(side: int, size: int, border_weight: float) -> torch.Tensor | None:
+    """Per-pixel loss weights: `border_weight` in the outer 1/64 of a whole picture (4 px at 256), 1 inside.
+    A decoder trained on crops, whose edges are not the picture's, learns to draw a frame there; the shape
+    analyser (and a person) reads the border as the background."""
+    if border_weight == 1.0:
+        return None
+    weight = torch.ones(1, 1, side, side)
+    rim = max(1, size // 64)
+    weight[..., :rim, :] = weight[..., -rim:, :] = border_weight
+    weight[..., :, :rim] = weight[..., :, -rim:] = border_weight
+    return weight
+
+
+def _weighted(loss_fn, recon: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """`loss_fn`'s mean, each pixel counted `weight` times (plain mean without weights)."""
+    if weight is None:
+        return loss_fn(recon, x)
+    per_pixel = loss_fn(recon, x, reduction="none")
+    return (per_pixel * weight).sum() / (weight.sum() * per_pixel.shape[0] * per_pixel.shape[1])
+
+
 def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
     """A VAE whose 16x16x4 latents are the `teacher`'s (the 64 px one the UNet was trained on) but whose
     pictures are `size` px: its decoder learns to draw exact `size` px renders from the latents the teacher
@@ -265,6 +288,8 @@ def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
     small = teacher.config.sample_size
     teacher.eval().requires_grad_(False)
     vae.train()
+    vae.encoder.requires_grad_(not s.freeze_encoder)
+    vae.quant_conv.requires_grad_(not s.freeze_encoder)
     t0, last_ckpt, seen, running = time.time(), time.time(), 0, []
     for step in range(start, s.decoder_steps):
         rng = _step_rng(s.seed, "vae256", step)
@@ -285,12 +310,16 @@ def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
             z = z[:, :, top : top + side, left : left + side]
             x = x[:, :, top * per_latent : (top + side) * per_latent, left * per_latent : (left + side) * per_latent]
         recon = vae.decode(z).sample
-        posterior = vae.encode(x).latent_dist
-        match = F.mse_loss(posterior.mean, mean) + 0.1 * F.mse_loss(posterior.logvar, logvar)
-        if s.sharp_loss:  # L1 wants each pixel at its likeliest colour: a step, where MSE settles for a ramp
-            pixel_loss = F.l1_loss(recon, x) + 0.1 * F.mse_loss(recon, x)
+        if s.freeze_encoder:
+            match = torch.zeros(())
         else:
-            pixel_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+            posterior = vae.encode(x).latent_dist
+            match = F.mse_loss(posterior.mean, mean) + 0.1 * F.mse_loss(posterior.logvar, logvar)
+        weight = _border_weights(x.shape[-1], size, s.border_weight) if step >= s.crop_steps else None
+        if s.sharp_loss:  # L1 wants each pixel at its likeliest colour: a step, where MSE settles for a ramp
+            pixel_loss = _weighted(F.l1_loss, recon, x, weight) + 0.1 * _weighted(F.mse_loss, recon, x, weight)
+        else:
+            pixel_loss = _weighted(F.mse_loss, recon, x, weight) + 0.5 * _weighted(F.l1_loss, recon, x, weight)
         loss = pixel_loss + match
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -448,7 +477,8 @@ def train_unet(pipe, cache: dict, s: Settings, on_eval: Callable[[object, int], 
     def lr_at(step: int) -> float:
         if step < s.warmup:
             return s.lr * (step + 1) / s.warmup
-        progress = (step - s.warmup) / max(1, s.unet_steps - s.warmup)
+        begin = max(s.warmup, min(s.schedule_from, step))  # --schedule-from: a second cosine, no new warm-up
+        progress = (step - begin) / max(1, s.unet_steps - begin)
         return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
     def save_ckpt(step: int) -> None:
@@ -685,10 +715,20 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument(
         "--sharp-loss", action="store_true", help="upscaling VAE: mostly L1 on pixels (crisper edges than MSE)"
     )
-    p.add_argument("--schedule-from", type=int, default=0, help="upscaling VAE: restart the cosine at this step")
+    p.add_argument(
+        "--schedule-from", type=int, default=0,
+        help="restart the learning rate's cosine at this step (to go on training a finished VAE or UNet)",
+    )
     p.add_argument("--only-vae", action="store_true", help="with --init-from: train the upscaling VAE and stop")
     p.add_argument("--vae-batch-256", type=int, default=8, help="batch of the upscaling VAE phase")
     p.add_argument("--crop-steps", type=int, default=0, help="upscaling VAE: first steps on half-size crops")
+    p.add_argument(
+        "--border-weight", type=float, default=1.0,
+        help="upscaling VAE: weight of the outer 1/64 of whole pictures in the pixel loss (against a drawn frame)",
+    )
+    p.add_argument(
+        "--freeze-encoder", action="store_true", help="upscaling VAE: train the decoder only (keeps the encoder)"
+    )
     a = p.parse_args(argv)
     defaults = read_yaml(a.config).get("defaults", {})
     s = Settings(
@@ -730,6 +770,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         sharp_loss=a.sharp_loss,
         build_section=a.build_section,
         schedule_from=a.schedule_from,
+        border_weight=a.border_weight,
+        freeze_encoder=a.freeze_encoder,
     )
     if s.fast:  # explicit step counts still win, so tests can resume a fast run for a few more steps
         s.vae_steps = a.vae_steps if a.vae_steps != p.get_default("vae_steps") else 2
@@ -816,7 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"vae: done in {(time.time() - t0) / 60:.1f} min, scaling factor {factor}")
     pipe.vae.eval().requires_grad_(False)
     # A new pipeline object: its image processor and vae_scale_factor follow the VAE it is given.
-    pipe = type(pipe)(**{**pipe.components, "vae": pipe.vae})
+    # (requires_safety_checker is not a component: left out, diffusers would record True and warn on load.)
+    pipe = type(pipe)(**{**pipe.components, "vae": pipe.vae}, requires_safety_checker=False)
 
     if teacher is not None:
         cache = build_latent_cache(teacher, s, teacher.config.sample_size)

@@ -39,13 +39,15 @@ from nanobanana.web.handlers import handler, user_error
 from nanobanana.web.routes import visitor_id
 
 UPLOAD_MEMORY_MINUTES = 30
-# Small images (the bundled model makes 64 px ones) are enlarged with hard pixel edges, not smoothed
-# into a blur; images shown at or below their own size keep the browser's smooth scaling.
+# Images enlarged 2x or more (a 64 px one, or a 256 px one in a wide tile) show hard pixel edges, not a
+# smoothed blur; below 2x, nearest-neighbour steps would come out uneven (some pixels one screen pixel
+# wide, some two), so those and images shown at or below their own size keep the browser's smooth scaling.
 CRISP_SMALL_IMAGES = """<script>
 (() => {
   const SELECTOR = "#nb-gallery img, #nb-history img, #nb-edit-result img, #nb-edit-source-view img";
   const mark = (img) => {
-    const enlarged = img.naturalWidth > 0 && img.naturalWidth < img.getBoundingClientRect().width;
+    const shown = img.getBoundingClientRect().width * (window.devicePixelRatio || 1);
+    const enlarged = img.naturalWidth > 0 && shown >= 2 * img.naturalWidth;
     img.style.imageRendering = enlarged ? "pixelated" : "";
   };
   let queued = false;

@@ -140,13 +140,13 @@ def model_images(model: str | None, n: int, seed: int) -> tuple[list[Image.Image
     size = (plan.settings.width, plan.settings.height)
     if size[0] * size[1] < MIN_PIXELS:
         return [], generator.model_id, size
-    from nanobanana.bundled.shapes import random_spec
+    from nanobanana.bundled.shapes import TRAIN_TEMPLATES, random_spec
     from nanobanana.bundled.shapes.prompts import caption
 
     rng = random.Random(seed)
     images: list[Image.Image] = []
     while len(images) < n:
-        prompt = caption(random_spec(rng), "{colour} {shape} on a {background} background")
+        prompt = caption(random_spec(rng), TRAIN_TEMPLATES[0])  # "a red circle on a white background"
         result = generator.generate(GenerationRequest(prompt, num_images=1, seed=seed + len(images)))
         images += result.images
     return images[:n], generator.model_id, size

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from eval.common import bundled_model_ready
+from eval.provenance import model_images
 from tests.eval.test_commands import _run
 
 pytestmark = pytest.mark.slow
@@ -27,3 +29,11 @@ def test_the_provenance_eval_measures_every_transform_and_the_report_shows_it(ti
     _run("report", "--results", str(tmp_path))
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## AI marks (C2PA and watermark)" in md and "PNG→JPEG q75" in md and "watermark_ms" in md
+
+
+@pytest.mark.skipif(not bundled_model_ready(), reason="the bundled model's folder is missing")
+def test_the_bundled_models_own_images_are_measured_too():
+    # 256 px and up: big enough for the watermark, so the eval marks the model's own outputs as well.
+    images, model_id, size = model_images("bundled", 1, seed=0)
+    assert model_id == "nanobanana-shapes" and size == (256, 256)
+    assert [image.size for image in images] == [(256, 256)]

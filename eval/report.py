@@ -166,8 +166,8 @@ def adherence_section(folder: Path) -> list[Block]:
         blocks += [("h3", f"Side by side with the baseline `{summary.get('baseline')}` (same prompts and seeds)"),
                    ("table", compare)]
     blocks.append(("p", "`two_objects` (\"a red circle and a blue square\"): both requested colour-shape pairs "
-                        "must be among the objects the analyser finds. The 64 px bundled model never saw such "
-                        "captions."))
+                        "must be among the objects the analyser finds. The 64 px bundled model (`bundled-64`) never "
+                        "saw such captions; the 256 px one was trained on them."))
     return blocks + _plots(folder, summary, ["adherence.png", "samples.png"])
 
 

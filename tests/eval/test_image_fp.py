@@ -50,7 +50,7 @@ def test_it_checks_text_to_image_outputs_edits_and_the_uploads_themselves(run_di
     assert {"text-to-image", "edit", "upload"} <= kinds
     edits = [r for r in rows if r["kind"] == "edit"]
     assert {r["prompt"] for r in edits} >= {"make the sky purple"}
-    assert {(r["width"], r["height"]) for r in rows if r["kind"] in ("text-to-image", "edit")} == {("64", "64")}
+    assert {(r["width"], r["height"]) for r in rows if r["kind"] in ("text-to-image", "edit")} == {("256", "256")}
 
 
 def test_false_positive_rates_match_an_independent_count(run_dir: Path):
@@ -67,9 +67,9 @@ def test_false_positive_rates_match_an_independent_count(run_dir: Path):
 
 def test_labelled_images_are_checked_at_full_size_and_at_the_output_size(run_dir: Path):
     rows = [r for r in _rows(run_dir / "images.csv") if r["kind"].startswith("labelled")]
-    assert sorted(r["kind"] for r in rows) == ["labelled at 64 px"] * 2 + ["labelled full size"] * 2
+    assert sorted(r["kind"] for r in rows) == ["labelled at 256 px"] * 2 + ["labelled full size"] * 2
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    assert set(summary["recall"]) == {"labelled at 64 px", "labelled full size"}
+    assert set(summary["recall"]) == {"labelled at 256 px", "labelled full size"}
     assert summary["unchanged_large"]["flipped"] == 0
 
 

@@ -57,6 +57,18 @@ def generation_config(model: str | None) -> GenerationConfig:
     return config
 
 
+def default_size(config: GenerationConfig) -> tuple[int, int]:
+    """The pixel size the app makes at the model's default aspect ratio (the same `size_for` the app uses),
+    for a comparison that must ask another app for the same picture size. Models that leave their size
+    multiple to the loaded weights get 8 (every diffusers VAE's)."""
+    from nanobanana.generation.aspect import size_for
+
+    model = config.model
+    size = size_for(model.defaults.aspect_ratio, model.base_resolution, model.size_multiple or 8,
+                    model.min_short_side, model.aspect_ratios)
+    return size.width, size.height
+
+
 def bundled_model_ready() -> bool:
     """True when the trained bundled model's folder exists (it holds model_index.json)."""
     try:

@@ -34,7 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.common import add_common_arguments, command_line, environment, generation_config, write_csv, write_json
+from eval.common import (
+    add_common_arguments,
+    command_line,
+    default_size,
+    environment,
+    generation_config,
+    write_csv,
+    write_json,
+)
 from nanobanana.config import REPO_ROOT
 
 PROMPTS = [
@@ -289,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     guidance = model.defaults.guidance
     source = Path(model.source)
     model_dir = source if source.is_absolute() else REPO_ROOT / source
-    size = (model.base_resolution, model.base_resolution)
+    size = default_size(config)
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     phases: list[dict] = []

@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from eval.common import command_line, environment, generation_config, write_csv, write_json
+from eval.common import command_line, default_size, environment, generation_config, write_csv, write_json
 from eval.throughput import App, Caller, _free_port, _wait_until_up, closed_loop, summarise
 from nanobanana.config import REPO_ROOT
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     config = generation_config(args.model)
     steps = args.steps or config.model.defaults.steps
     guidance = config.model.defaults.guidance
-    size = (config.model.base_resolution, config.model.base_resolution)
+    size = default_size(config)
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"environment": environment(), "command": command_line(
         "throughput", args, "clients", "seconds", "steps", "worker"), "clients": clients, "steps": steps,

@@ -278,8 +278,8 @@ fig.tight_layout()
 plt.show()'''),
     new_markdown_cell(
         "## Aspect ratio\nSame settings, other presets. A preset keeps about the base pixel count but never a "
-        "short side under `min_short_side`, so on a 64 px model the wide and tall presets hold more pixels "
-        "and take longer."
+        "short side under `min_short_side`, so where that floor bites (the widest and tallest presets of a small "
+        "model) they hold more pixels and take longer."
     ),
     new_code_cell('''\
 aspects = (df[df.steps.eq(middle) & df.guidance.eq(GUIDANCE[-1]) & df.scheduler.eq(schedulers[0])]

@@ -204,7 +204,7 @@ class LedgerEntryOut(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"created_at": "2026-12-02T08:00:00Z", "kind": "charge", "delta": -1, "balance_after": 49,
-         "reason": "1 image(s) 64×64, 4 steps", "request_id": "2mQ9cN0xk5Hh3rW1bV7y8g"}]})
+         "reason": "1 image(s) 256×256, 4 steps", "request_id": "2mQ9cN0xk5Hh3rW1bV7y8g"}]})
 
 
 def ledger_out(entry: LedgerEntry) -> LedgerEntryOut:

@@ -1,9 +1,10 @@
 """Train the bundled shapes model: procedural data, VAE, UNet + text encoder; evaluate; save.
 
-From scratch (the 64 px model; `--build-section build_base` once the config's `build:` is the 256 px one):
+From scratch (the 64 px base: `--build-section build_base`, since the config's `build:` is the 256 px model;
+the shipped model's whole recipe, base and fine-tune, is under "Training" in its model card):
 
-    python -m nanobanana.bundled.train                       # full recipe into models/nanobanana-shapes
-    python -m nanobanana.bundled.train --resume              # continue from the checkpoints in --work
+    python -m nanobanana.bundled.train --build-section build_base --out runs/base64 --work runs/base64-work
+    python -m nanobanana.bundled.train ... --resume          # continue from the checkpoints in --work
     python -m nanobanana.bundled.train --fast --out /tmp/m --work /tmp/w   # a few steps, for tests
 
 Phases: (1) an AutoencoderKL on random renders (pixels -> 16x16x4 latents); (2) a latent cache of
@@ -15,6 +16,7 @@ derives from `--seed` and the step number, so a run (and a resumed run) is repro
 Fine-tuned to 256 px from a 64 px model (`--init-from`; two processes can run side by side):
 
     python -m nanobanana.bundled.train --init-from M --mix multi --only-vae --sharp-loss   # upscaling VAE
+    ... --only-vae --resume --freeze-encoder --border-weight 8 --schedule-from N   # its decoder, on (new --work)
     python -m nanobanana.bundled.train --init-from M --mix multi --sample-mix pairs         # UNet, teacher's latents
     python -m nanobanana.bundled.train --init-from M --mix multi --resume   # both into one 256 px pipeline
 
@@ -663,7 +665,10 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "models/nanobanana-shapes", help="final pipeline")
+    p.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "runs/nanobanana-shapes",
+        help="final pipeline (not the shipped models/nanobanana-shapes unless asked: a stray run must not replace it)",
+    )
     p.add_argument("--work", type=Path, default=REPO_ROOT / "runs/bundled", help="checkpoints, caches, logs")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="model config with a build: section")
     p.add_argument(
@@ -830,7 +835,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         teacher = _init_from(pipe, s.init_from)
         if s.resume and (vae_dir / "config.json").exists():
             pipe.vae = AutoencoderKL.from_pretrained(vae_dir)
+            if pipe.vae.config.sample_size != arch.sample_size:
+                raise SystemExit(
+                    f"{vae_dir} holds a {pipe.vae.config.sample_size} px VAE, not the config's {arch.sample_size} px "
+                    "upscaling one: give the fine-tune a work folder of its own (--work)."
+                )
             _log("vae: loaded the trained upscaling VAE from the work folder")
+            if s.only_vae:
+                _log("vae256: already trained here; to go on, copy vae256_ckpt.pt into a new --work and --resume")
         elif s.only_vae:
             train_upscaling_vae(pipe.vae, teacher, s, arch.sample_size)
             pipe.vae.save_pretrained(vae_dir)

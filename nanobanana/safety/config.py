@@ -127,7 +127,7 @@ class HubClassifierConfig(_Strict):
 
 
 class SmallImageConfig(_Strict):
-    """Stricter evidence for NudeNet on small images (the bundled model's 64 px output).
+    """Stricter evidence for NudeNet on small images (a 64 px model's output, as the bundled model's was).
 
     Upscaled to its 320 px input, a 64 px picture of pale round shapes reads as exposed breasts to NudeNet
     (up to 0.73 on harmless edits; `python -m eval image-fp`), so below `below_side` NudeNet alone blocks only

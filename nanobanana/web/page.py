@@ -311,11 +311,8 @@ class StudioUI:
             self._last_edit[page_tag(request, "edit") or ""] = result.images[0].id
         settings = result.generation.settings
         note = (f"Ran as **{settings.mode.value}** ({settings.pipeline}), strength {settings.strength}, "
-                f"seed `{result.generation.seeds[0]}`. Made at {settings.width}×{settings.height} px")
-        width, height = pictures[0].size
-        if (width, height) != (settings.width, settings.height):
-            note += f" (your image: {width}×{height} px; {self.info.model_name} draws at its own sizes)"
-        note += "."
+                f"seed `{result.generation.seeds[0]}`. Made at {settings.width}×{settings.height} px, "
+                f"{self.info.model_name}'s size for this shape: the upload was scaled and cropped to it.")
         if result.messages:
             note += " " + " ".join(result.messages)
         return gallery, note, self.header(identity)

@@ -83,33 +83,62 @@ def test_fast_training_saves_a_loadable_pipeline_and_resumes(tmp_path, capsys, r
 
 
 @pytest.mark.slow
-@shipped
-def test_fine_tuning_at_a_larger_size_keeps_the_latents_and_resumes(tmp_path, capsys, request):
-    """The 256 px recipe: an upscaling VAE on the shipped model's latents, then the UNet fine-tuned from the
-    shipped weights on multi-object pictures; a resumed run assembles both into a 256 px pipeline."""
-    import yaml
-    from diffusers import AutoPipelineForText2Image
+def test_the_256_px_recipe_fine_tunes_a_64_px_base_and_keeps_its_latents(tmp_path, capsys, request):
+    """The model card's recipe at --fast size: a 64 px base (`build_base`); an upscaling VAE on its latents; the
+    decoder on in a folder of its own (border-weighted, encoder frozen); the UNet fine-tuned from the base on
+    multi-object pictures; a resumed run assembles a 256 px pipeline."""
+    import shutil
+
+    from diffusers import AutoencoderKL, AutoPipelineForText2Image
 
     from nanobanana.bundled.train import main
 
-    config = read_yaml(CONFIG)
-    config["build"].update(sample_size=256, vae_channels=[8, 16, 16, 32, 32], vae_norm_groups=2)
-    (tmp_path / "big.yaml").write_text(yaml.safe_dump(config))
-    out, work = tmp_path / "model", tmp_path / "work"
     threads = torch.get_num_threads()
     request.addfinalizer(lambda: torch.set_num_threads(threads))
-    args = ["--fast", "--out", str(out), "--work", str(work), "--threads", "1", "--config", str(tmp_path / "big.yaml"),
-            "--init-from", str(MODEL), "--mix", "multi"]
-    assert main([*args, "--only-vae", "--crop-steps", "1"]) == 0
-    assert main([*args, "--resume"]) == 0
+    fast = ["--fast", "--threads", "1"]
+    base = tmp_path / "base"
+    assert main([*fast, "--build-section", "build_base", "--out", str(base), "--work", str(tmp_path / "bw")]) == 0
+    out, work, vae2 = tmp_path / "model", tmp_path / "work", tmp_path / "vae2"
+    args = [*fast, "--out", str(out), "--init-from", str(base), "--mix", "multi"]
+    assert main([*args, "--work", str(work), "--only-vae", "--crop-steps", "1"]) == 0
+    vae2.mkdir()
+    shutil.copy(work / "vae256_ckpt.pt", vae2)
+    capsys.readouterr()
+    assert main([*args, "--work", str(vae2), "--only-vae", "--resume", "--decoder-steps", "4", "--schedule-from", "2",
+                 "--freeze-encoder", "--border-weight", "8"]) == 0
+    assert "vae256: resumed from step 2" in capsys.readouterr().out
+    first, second = (AutoencoderKL.from_pretrained(folder / "vae") for folder in (work, vae2))
+    assert all(torch.equal(a, b) for a, b in zip(first.encoder.parameters(), second.encoder.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first.decoder.parameters(), second.decoder.parameters(),
+                                                     strict=True))
+    shutil.rmtree(work / "vae")
+    shutil.copytree(vae2 / "vae", work / "vae")
+    assert main([*args, "--work", str(work), "--resume"]) == 0
     log = capsys.readouterr().out
     assert "init: UNet and text encoder from" in log and "loaded the trained upscaling VAE" in log
     loaded = AutoPipelineForText2Image.from_pretrained(out, local_files_only=True)
-    assert loaded.vae.config.scaling_factor == pytest.approx(read_yaml(MODEL / "vae/config.json")["scaling_factor"])
+    assert loaded.vae.config.scaling_factor == pytest.approx(read_yaml(base / "vae/config.json")["scaling_factor"])
     image = loaded("a red circle and a blue square", num_inference_steps=2,
                    generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (256, 256)
     assert "pair" in json.loads((work / "eval_final.json").read_text())
+    # A work folder holding another size's VAE is refused, not silently assembled into the pipeline.
+    with pytest.raises(SystemExit, match="64 px VAE"):
+        main([*args, "--work", str(tmp_path / "bw"), "--resume"])
+
+
+def test_the_border_weights_count_the_outer_64th_more():
+    from nanobanana.bundled.train import _border_weights, _weighted
+
+    assert _border_weights(256, 256, 1.0) is None
+    weight = _border_weights(256, 256, 8.0)
+    assert weight.shape == (1, 1, 256, 256) and weight[0, 0, 3, 100] == 8 and weight[0, 0, 4, 100] == 1
+    assert weight[0, 0, 100, 252] == 8 and weight[0, 0, 100, 251] == 1
+    recon, x = torch.zeros(2, 3, 256, 256), torch.zeros(2, 3, 256, 256)
+    recon[..., 0, :] = 1.0  # wrong only in the top row
+    plain = _weighted(torch.nn.functional.l1_loss, recon, x, None)
+    assert plain == pytest.approx(1 / 256)
+    assert _weighted(torch.nn.functional.l1_loss, recon, x, weight) == pytest.approx(8 * 256 / weight.sum().item())
 
 
 def test_training_script_documents_its_options(capsys):

@@ -191,8 +191,9 @@ def test_a_person_edits_an_upload_and_sees_the_result_beside_it(page, tmp_path):
     # No preview copy of the upload is made (it would sit in Gradio's public cache); the file list shows it.
     assert "square" in page.locator("#nb-uploads").inner_text()
     assert "image-to-image" in page.locator("#nb-edit-note").inner_text()
-    # The result's size is said, and that it is not the upload's (a 96 px upload, a 64 px test model).
-    assert "Made at 64×64 px (your image: 96×96 px" in page.locator("#nb-edit-note").inner_text()
+    # The result's size is said (a 96 px upload, a 64 px test model), and that the upload was fitted to it.
+    assert "Made at 64×64 px" in page.locator("#nb-edit-note").inner_text()
+    assert "the upload was scaled and cropped to it" in page.locator("#nb-edit-note").inner_text()
     page.get_by_text("the edit ran as image-to-image").first.wait_for()  # the warning toast (and the note)
     page.wait_for_timeout(600)
     shot(page, "08-edit")

@@ -156,7 +156,7 @@ def train_vae(vae, s: Settings, size: int) -> None:
     opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
     start = _resume_vae(ckpt, vae, opt, "vae") if s.resume else 0
     vae.train()
-    t0, last_ckpt, seen, running = time.time(), time.time(), 0, []
+    phase = _VaePhase("vae", s, s.vae_steps, s.vae_batch, ckpt)
     for step in range(start, s.vae_steps):
         rng = _step_rng(s.seed, "vae", step)
         x = images_to_tensor([render(random_spec(rng), size, rng.randrange(1 << 30)) for _ in range(s.vae_batch)])
@@ -171,18 +171,7 @@ def train_vae(vae, s: Settings, size: int) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        lr = s.vae_lr * 0.5 * (1 + math.cos(math.pi * step / max(1, s.vae_steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.step()
-        seen += len(x)
-        running.append(loss.item())
-        if (step + 1) % s.log_every == 0 or step + 1 == s.vae_steps:
-            _log_reconstruction("vae", step, s.vae_steps, s.vae_batch, running, recon, x, lr, seen / (time.time() - t0))
-            running = []
-        if time.time() - last_ckpt > s.ckpt_minutes * 60 or step + 1 == s.vae_steps:
-            _save_atomic({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
-            last_ckpt = time.time()
+        phase.finish_step(vae, opt, step, _cosine_lr(s.vae_lr, step, s.vae_steps), loss, recon, x)
     vae.eval()
 
 
@@ -197,6 +186,40 @@ def _log_reconstruction(phase, step, total, batch, losses, recon, x, lr, rate) -
     )
 
 
+def _cosine_lr(base: float, step: int, total: int, begin: int = 0) -> float:
+    """`base` at `begin`, down a cosine to 0 at `total` (`begin` > 0: a second cosine, for --schedule-from)."""
+    begin = min(begin, step)
+    return base * 0.5 * (1 + math.cos(math.pi * (step - begin) / max(1, total - begin)))
+
+
+class _VaePhase:
+    """What every VAE phase does after its backward pass: set the learning rate, step the optimiser, log a
+    line every --log-every steps and save an atomic checkpoint every --ckpt-minutes and at the end."""
+
+    def __init__(self, name: str, s: Settings, total: int, batch: int, ckpt: Path) -> None:
+        self.name, self.s, self.total, self.batch, self.ckpt = name, s, total, batch, ckpt
+        self.t0 = self.last_ckpt = time.time()
+        self.seen, self.running = 0, []
+
+    def finish_step(self, vae, opt, step: int, lr: float, loss: torch.Tensor, recon, x) -> bool:
+        """Returns True when this step logged its line."""
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        self.seen += len(x)
+        self.running.append(loss.item())
+        last = step + 1 == self.total
+        logged = (step + 1) % self.s.log_every == 0 or last
+        if logged:
+            rate = self.seen / (time.time() - self.t0)
+            _log_reconstruction(self.name, step, self.total, self.batch, self.running, recon, x, lr, rate)
+            self.running = []
+        if time.time() - self.last_ckpt > self.s.ckpt_minutes * 60 or last:
+            _save_atomic({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, self.ckpt)
+            self.last_ckpt = time.time()
+        return logged
+
+
 def finetune_decoder(vae, s: Settings, size: int) -> None:
     """Fine-tune the decoder on whole images with the encoder frozen: crops leave border artefacts, and a
     frozen encoder keeps the latent space (and any UNet trained on it) valid. Resumable."""
@@ -208,7 +231,7 @@ def finetune_decoder(vae, s: Settings, size: int) -> None:
     for p in params:
         p.requires_grad_(True)
     vae.train()
-    t0, last_ckpt, seen, running = time.time(), time.time(), 0, []
+    phase = _VaePhase("decoder", s, s.decoder_steps, s.decoder_batch, ckpt)
     for step in range(start, s.decoder_steps):
         rng = _step_rng(s.seed, "decoder", step)
         x = images_to_tensor([render(random_spec(rng), size, rng.randrange(1 << 30)) for _ in range(s.decoder_batch)])
@@ -221,20 +244,7 @@ def finetune_decoder(vae, s: Settings, size: int) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        lr = s.decoder_lr * 0.5 * (1 + math.cos(math.pi * step / max(1, s.decoder_steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.step()
-        seen += len(x)
-        running.append(loss.item())
-        if (step + 1) % s.log_every == 0 or step + 1 == s.decoder_steps:
-            _log_reconstruction(
-                "decoder", step, s.decoder_steps, s.decoder_batch, running, recon, x, lr, seen / (time.time() - t0)
-            )
-            running = []
-        if time.time() - last_ckpt > s.ckpt_minutes * 60 or step + 1 == s.decoder_steps:
-            _save_atomic({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
-            last_ckpt = time.time()
+        phase.finish_step(vae, opt, step, _cosine_lr(s.decoder_lr, step, s.decoder_steps), loss, recon, x)
     vae.eval().requires_grad_(False)
 
 
@@ -292,7 +302,7 @@ def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
     vae.train()
     vae.encoder.requires_grad_(not s.freeze_encoder)
     vae.quant_conv.requires_grad_(not s.freeze_encoder)
-    t0, last_ckpt, seen, running = time.time(), time.time(), 0, []
+    phase = _VaePhase("vae256", s, s.decoder_steps, s.vae_batch_256, ckpt)
     for step in range(start, s.decoder_steps):
         rng = _step_rng(s.seed, "vae256", step)
         specs = [random_spec(rng, mix=MIXES[s.mix]) for _ in range(s.vae_batch_256)]
@@ -328,22 +338,9 @@ def train_upscaling_vae(vae, teacher, s: Settings, size: int) -> None:
         for half in (vae.encoder, vae.quant_conv), (vae.decoder, vae.post_quant_conv):  # apart: unlike scales
             torch.nn.utils.clip_grad_norm_([p for module in half for p in module.parameters()], 1.0)
         # --schedule-from: a second cosine from that step (to go on training a finished VAE).
-        begin = min(s.schedule_from, step)
-        lr = s.decoder_lr * 0.5 * (1 + math.cos(math.pi * (step - begin) / max(1, s.decoder_steps - begin)))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.step()
-        seen += len(x)
-        running.append(loss.item())
-        if (step + 1) % s.log_every == 0 or step + 1 == s.decoder_steps:
-            _log_reconstruction(
-                "vae256", step, s.decoder_steps, s.vae_batch_256, running, recon, x, lr, seen / (time.time() - t0)
-            )
+        lr = _cosine_lr(s.decoder_lr, step, s.decoder_steps, s.schedule_from)
+        if phase.finish_step(vae, opt, step, lr, loss, recon, x):
             _log(f"vae256 latent match (mse to the teacher's) {match.item():.4f}")
-            running = []
-        if time.time() - last_ckpt > s.ckpt_minutes * 60 or step + 1 == s.decoder_steps:
-            _save_atomic({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
-            last_ckpt = time.time()
     vae.register_to_config(scaling_factor=teacher.config.scaling_factor)
     vae.eval().requires_grad_(False)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections import Counter
 from pathlib import Path
+
+from safety_prompts_build import write_prompts  # its sibling, run the same way (python eval/data/...)
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "public"
@@ -68,15 +69,7 @@ def build() -> list[dict]:
 
 
 def main() -> None:
-    rows = build()
-    with OUT.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["prompt", "label", "split", "note", "group"])
-        writer.writeheader()
-        writer.writerows(rows)
-    counts = Counter((r["label"], r["split"]) for r in rows)
-    print(f"{len(rows)} prompts -> {OUT.name}")
-    for (label, split), n in sorted(counts.items()):
-        print(f"  {label:14s} {split:5s} {n}")
+    write_prompts(build(), OUT)
 
 
 if __name__ == "__main__":

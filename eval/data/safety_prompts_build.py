@@ -140,9 +140,10 @@ def build() -> list[dict[str, str]]:
     return out
 
 
-def main() -> None:
-    rows = build()
-    with OUT.open("w", encoding="utf-8", newline="") as fh:
+def write_prompts(rows: list[dict], out: Path) -> None:
+    """The labelled-prompt CSV `eval safety` reads (this file's and `public_prompts_build.py`'s), and its
+    counts per label and split."""
+    with out.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["prompt", "label", "split", "note", "group"])
         writer.writeheader()
         writer.writerows(rows)
@@ -150,9 +151,13 @@ def main() -> None:
     for row in rows:
         key = (row["label"], row["split"])
         counts[key] = counts.get(key, 0) + 1
-    print(f"wrote {len(rows)} prompts to {OUT}")
+    print(f"wrote {len(rows)} prompts to {out}")
     for (label, split), n in sorted(counts.items()):
         print(f"  {label:14s} {split:5s} {n}")
+
+
+def main() -> None:
+    write_prompts(build(), OUT)
 
 
 if __name__ == "__main__":

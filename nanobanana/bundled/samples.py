@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from nanobanana.bundled.shapes import PromptSpec, render
-from nanobanana.config import REPO_ROOT, read_yaml
+from nanobanana.generation import model_config_from_reference
 
 PROMPTS = [
     "a red triangle on a white background",
@@ -39,19 +39,19 @@ def sample_sheet(model: Path, seed: int = 0) -> Image.Image:
     """Rows of four: `PROMPTS`, then the init picture and three seeds of `EDIT_PROMPT` at the default strength."""
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
-    defaults = read_yaml(REPO_ROOT / "configs/models/bundled.yaml")["defaults"]
+    defaults = model_config_from_reference("bundled").defaults
     pipe = AutoPipelineForText2Image.from_pretrained(model, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    common = {"num_inference_steps": defaults["steps"], "guidance_scale": defaults["guidance"]}
+    common = {"num_inference_steps": defaults.steps, "guidance_scale": defaults.guidance}
     images = [pipe(p, generator=torch.Generator().manual_seed(seed + i), **common).images[0]
               for i, p in enumerate(PROMPTS)]
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     init = render(PromptSpec("red", "circle", "white", "center", 1), size, seed)
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
     img2img.set_progress_bar_config(disable=True)
-    edits = [img2img(EDIT_PROMPT, image=init, strength=defaults["strength"],
+    edits = [img2img(EDIT_PROMPT, image=init, strength=defaults.strength,
                      generator=torch.Generator().manual_seed(seed + j), **common).images[0] for j in range(3)]
-    said = f"edit: “{EDIT_PROMPT}”, strength {defaults['strength']}"
+    said = f"edit: “{EDIT_PROMPT}”, strength {defaults.strength}"
     cells = [*zip(images, PROMPTS, strict=True), (init, "init"), *((e, said) for e in edits)]
     sheet = Image.new("RGB", (4 * TILE, (len(cells) // 4) * (TILE + CAPTION)), "white")
     draw = ImageDraw.Draw(sheet)
